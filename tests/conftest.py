@@ -37,7 +37,8 @@ def _with_database(url: str, name: str) -> str:
     from yarl import URL
 
     parsed = URL(url)
-    return str(parsed.with_path("/" + name))
+    # with_path drops the query, and pgserver's URL names its socket directory in ?host=
+    return str(parsed.with_path("/" + name).with_query(parsed.query))
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ from mautrix.crypto.store import MemoryCryptoStore
 from mautrix.crypto.store import StateStore as CryptoStateStore
 from mautrix.errors import DecryptionError, MNotFound, SessionNotFound
 from mautrix.types import (
+    CrossSigningUsage,
     EncryptedEvent,
     EventID,
     EventType,
@@ -42,9 +43,11 @@ from mautrix.types import (
     RoomEventFilter,
     RoomFilter,
     RoomID,
+    SigningKey,
     StateEvent,
     StateFilter,
     TextMessageEventContent,
+    TOFUSigningKey,
     UserID,
 )
 from mautrix.util.logging import TraceLogger
@@ -63,6 +66,20 @@ _SYNC_FILTER = Filter(
         timeline=RoomEventFilter(limit=100, lazy_load_members=False),
     ),
 )
+
+
+class _CryptoStore(MemoryCryptoStore):
+    """mautrix 0.21's memory store assigns to an immutable TOFUSigningKey when a user's
+    cross-signing key is seen again (e.g. after the bot bootstraps cross-signing)."""
+
+    async def put_cross_signing_key(
+        self, user_id: UserID, usage: CrossSigningUsage, key: SigningKey
+    ) -> None:
+        current = self._cross_signing_keys.get(user_id, {}).get(usage)
+        first = current.first if current is not None else key
+        self._cross_signing_keys.setdefault(user_id, {})[usage] = TOFUSigningKey(
+            key=key, first=first
+        )
 
 
 class _StateStore(MemoryStateStore, CryptoStateStore):  # type: ignore[misc]
@@ -136,7 +153,7 @@ class E2EEClient:
         client: Client | None = None
         try:
             state_store = _StateStore()
-            crypto_store = MemoryCryptoStore(account_id=user_id, pickle_key=secrets.token_hex(16))
+            crypto_store = _CryptoStore(account_id=user_id, pickle_key=secrets.token_hex(16))
             client = Client(
                 mxid=UserID(user_id),
                 base_url=base_url,

@@ -1,0 +1,114 @@
+"""The `chaperone` command line. Parsing and printing only; the work lives in the modules."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Sequence
+
+from bot.config import Config, ConfigError, check_warnings, load_config
+
+
+def _load(path: str) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        print(f"{path}: invalid configuration:", file=sys.stderr)
+        for problem in e.problems:
+            print(f"  {problem}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    for warning in check_warnings(config):
+        print(f"warning: {warning}")
+    print(f"{args.config}: configuration is valid")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bot.app import Chaperone
+    from bot.logging_setup import setup_logging
+
+    config = _load(args.config)
+    setup_logging(config.logging.level, config.secret_values())
+    return asyncio.run(_run_until_signal(Chaperone(config)))
+
+
+async def _run_until_signal(bot: object) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await bot.run_until_stopped(stop)  # type: ignore[attr-defined]
+    return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from bot.service.audit_cli import verify
+
+    ok, message = asyncio.run(verify(_load(args.config)))
+    print(message, file=sys.stdout if ok else sys.stderr)
+    return 0 if ok else 1
+
+
+def cmd_audit_export(args: argparse.Namespace) -> int:
+    from bot.service.audit_cli import FilterError, export, parse_filters
+
+    try:
+        filters = parse_filters(args.filters)
+    except FilterError as e:
+        print(f"audit export: {e}", file=sys.stderr)
+        return 2
+    asyncio.run(export(_load(args.config), filters, args.format, sys.stdout))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from bot.demo import run_demo
+
+    return asyncio.run(run_demo(args.data_dir))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="chaperone", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("-c", "--config", required=True, help="path to config.yaml")
+        return p
+
+    with_config(sub.add_parser("run", help="run the bot")).set_defaults(func=cmd_run)
+    with_config(sub.add_parser("check-config", help="validate a config file")).set_defaults(
+        func=cmd_check_config
+    )
+    demo = sub.add_parser("demo", help="local homeserver + Postgres + the bot, ready for Element")
+    demo.add_argument("--data-dir", default=None, help="keep demo state here (default: temp)")
+    demo.set_defaults(func=cmd_demo)
+
+    audit = sub.add_parser("audit", help="audit log tools").add_subparsers(
+        dest="audit_command", required=True
+    )
+    with_config(audit.add_parser("verify", help="recompute the hash chain")).set_defaults(
+        func=cmd_audit_verify
+    )
+    export = with_config(audit.add_parser("export", help="export rows as JSON Lines or CSV"))
+    export.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    export.add_argument(
+        "filters", nargs="*", metavar="FILTER",
+        help="room=!id:server user=@u:server action=message.sent since=2026-11-01 until=...",
+    )
+    export.set_defaults(func=cmd_audit_export)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

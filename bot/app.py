@@ -1,0 +1,121 @@
+"""Composition root: builds every part, passes dependencies in, owns the start/stop order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from pathlib import Path
+
+from bot import __version__
+from bot.commands.builtin import builtin_specs
+from bot.commands.registry import CommandRegistry
+from bot.config import Config
+from bot.db.audit import AuditEntry, AuditLog
+from bot.db.database import Databases, EmbeddedPostgres, open_databases
+from bot.db.identity import IdentityStore
+from bot.db.rooms import RoomsRepo
+from bot.db.staff import StaffRepo
+from bot.db.pending_decryption import PendingDecryption
+from bot.db.sync_state import SyncState
+from bot.matrix.gateway import MatrixGateway
+from bot.service.access import AccessService
+from bot.service.commands import CommandService
+from bot.service.decryption import DecryptionRetrier
+from bot.service.pipeline import EventPipeline
+from bot.service.sync_loop import SyncLoop
+
+log = logging.getLogger("chaperone")
+
+
+class Chaperone:
+    """The running bot. `start()` → background tasks; `stop()` → orderly shutdown."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.started_at = time.monotonic()
+        self.embedded: EmbeddedPostgres | None = None
+        self.dbs: Databases | None = None
+        self.tasks: list[asyncio.Task[None]] = []
+        self.registry = CommandRegistry(builtin_specs())
+        self.prefix = config.bot.command_prefix
+        self.status = self  # the status command reads status_lines() from here
+
+    async def start(self) -> None:
+        url = self.config.database.url
+        if not url:
+            self.embedded = EmbeddedPostgres(Path(self.config.bot.data_dir))
+            url = await self.embedded.astart()
+        self.dbs = await open_databases(url)
+        main = self.dbs.main
+        self.audit = AuditLog(main)
+        self.sync_state = SyncState(main)
+        self.pending = PendingDecryption(main)
+        self.rooms = RoomsRepo(main)
+        self.staff = StaffRepo(main)
+        self.gateway = MatrixGateway(self.config, self.dbs, IdentityStore(main))
+        await self.gateway.connect()
+        self.access = AccessService(self.config, self.staff, self.gateway)
+        self.commands = CommandService(
+            self.config, self.registry, self.gateway, self.access, services=self
+        )
+        self.pipeline = EventPipeline(
+            self.config, self.gateway, self.audit, self.sync_state, self.pending, self.rooms,
+            self.access, self.commands,
+        )
+        self.sync_loop = SyncLoop(self.gateway, self.pipeline, self.sync_state, self.started_at)
+        self.retrier = DecryptionRetrier(self.gateway, self.pipeline, self.pending)
+        await self.audit.append([AuditEntry(
+            actor="system", action="bot.started", subject=self.config.bot.user_id,
+            details={"version": __version__, "device_id": self.gateway.device_id},
+        )])
+        self.tasks = [
+            asyncio.create_task(self.sync_loop.run(), name="sync"),
+            asyncio.create_task(self.retrier.run(), name="decryption-retry"),
+        ]
+
+    async def run_until_stopped(self, stop: asyncio.Event) -> None:
+        await self.start()
+        try:
+            waiter = asyncio.create_task(stop.wait())
+            done, _ = await asyncio.wait([waiter, *self.tasks], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not waiter and task.exception():
+                    raise task.exception()  # type: ignore[misc]
+        finally:
+            await self.stop()
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self.tasks = []
+        if self.dbs is not None:
+            with contextlib.suppress(Exception):
+                await self.audit.append([AuditEntry(
+                    actor="system", action="bot.stopped", subject=self.config.bot.user_id,
+                )])
+            with contextlib.suppress(Exception):
+                await self.gateway.close()
+            await self.dbs.close()
+            self.dbs = None
+        if self.embedded is not None:
+            await self.embedded.astop()
+            self.embedded = None
+
+    async def status_lines(self) -> list[str]:
+        lag = self.sync_loop.lag_seconds()
+        first = self.sync_loop.first_batch_seconds
+        return [
+            f"Chaperone {__version__} as {self.config.bot.user_id}, device {self.gateway.device_id}",
+            f"Up {time.monotonic() - self.started_at:.0f} s; first sync processed "
+            + (f"{first:.2f} s after start" if first is not None else "not yet"),
+            "Sync: " + (f"last batch {lag:.1f} s ago" if lag is not None else "not synced yet")
+            + (f"; last error {self.sync_loop.last_error}" if self.sync_loop.last_error else ""),
+            f"Managed rooms: {len(await self.rooms.managed())}",
+            f"Messages waiting for keys: {len(await self.pending.all())}; "
+            f"given up: {self.retrier.failures}",
+        ]

@@ -1,0 +1,282 @@
+"""The audit log repository: append-only, hash-chained, idempotent per (event_id, action)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, cast
+
+import asyncpg
+from mautrix.util.async_db import Connection, Database
+from mautrix.util.async_db.database import conn_var
+
+from bot.policy.audit_chain import (
+    GENESIS_HASH,
+    AuditRecord,
+    ChainVerifier,
+    build_record,
+    canonical_json,
+)
+
+# pg_advisory_xact_lock key serializing appenders: the chain's next seq and prev_hash are read
+# and written under it, and it is held until the (outermost) transaction ends. An advisory lock
+# needs no table privilege beyond INSERT, unlike LOCK TABLE ... EXCLUSIVE.
+AUDIT_APPEND_LOCK_ID = 0x43_68_61_70_00_00_00_02
+
+COLUMNS = (
+    "seq",
+    "ts",
+    "actor",
+    "action",
+    "room_id",
+    "event_id",
+    "subject",
+    "details",
+    "prev_hash",
+    "hash",
+)
+_SELECT = f"SELECT {', '.join(COLUMNS)} FROM audit_log"  # noqa: S608 (constant column list)
+STREAM_PREFETCH = 500
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """A row to append; the log assigns seq, ts (DB clock), prev_hash and hash."""
+
+    actor: str
+    action: str
+    room_id: str | None = None
+    event_id: str | None = None
+    subject: str | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    """Export filter; every field set narrows the result. `user` matches actor OR subject.
+
+    `since` is inclusive, `until` exclusive.
+    """
+
+    room_id: str | None = None
+    user: str | None = None
+    action: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    ok: bool
+    rows: int
+    first_broken_seq: int | None
+    head_hash: str | None = None
+    """Hash of the last row of the intact prefix (GENESIS for an empty log)."""
+
+
+def _record(row: Mapping[str, Any]) -> AuditRecord:
+    details = row["details"]
+    return AuditRecord(
+        seq=row["seq"],
+        ts=row["ts"],
+        actor=row["actor"],
+        action=row["action"],
+        room_id=row["room_id"],
+        event_id=row["event_id"],
+        subject=row["subject"],
+        details=json.loads(details) if isinstance(details, str) else dict(details),
+        prev_hash=row["prev_hash"],
+        hash=row["hash"],
+    )
+
+
+class AuditLog:
+    """Appends to, verifies and exports the `audit_log` table."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def append(self, entries: Sequence[AuditEntry]) -> list[int]:
+        """Append a batch in one transaction; return the seqs written.
+
+        Entries whose (event_id, action) is already stored, or repeated within the batch, are
+        skipped. Joins the caller's transaction when there is one (see `db.transaction`).
+        """
+        if not entries:
+            return []
+        # Serialize details before touching the database: bad data fails here, loudly.
+        details_json = [canonical_json(dict(e.details)) for e in entries]
+        conn: Connection
+        async with self.db.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", AUDIT_APPEND_LOCK_ID)
+            # A statement of its own, after the lock: under READ COMMITTED it then sees the
+            # chain head the previous lock holder committed. clock_timestamp(), not now(), so
+            # ts never goes backwards along seq. details go through jsonb and back so the hash
+            # covers exactly what verify() will read (jsonb normalizes numbers).
+            prep = await conn.fetchrow(
+                """
+                SELECT
+                    (SELECT seq FROM audit_log ORDER BY seq DESC LIMIT 1) AS head_seq,
+                    (SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1) AS head_hash,
+                    clock_timestamp() AS ts,
+                    $1::jsonb[]::text[] AS details,
+                    ARRAY(
+                        SELECT u.i FROM unnest($2::text[], $3::text[]) WITH ORDINALITY
+                            AS u(event_id, action, i)
+                        WHERE EXISTS (
+                            SELECT 1 FROM audit_log a
+                            WHERE a.event_id = u.event_id AND a.action = u.action
+                        )
+                    ) AS stored
+                """,
+                details_json,
+                [e.event_id for e in entries],
+                [e.action for e in entries],
+            )
+            assert prep is not None
+            chained = self._chain(entries, prep)
+            if chained:
+                await conn.copy_records_to_table(
+                    "audit_log",
+                    records=[_row(record, details) for record, details in chained],
+                    columns=COLUMNS,
+                )
+        return [record.seq for record, _ in chained]
+
+    @staticmethod
+    def _chain(
+        entries: Sequence[AuditEntry], prep: Mapping[str, Any]
+    ) -> list[tuple[AuditRecord, str]]:
+        """The new records, each with its details as jsonb text, skipping replays."""
+        seq: int = prep["head_seq"] or 0
+        prev_hash: str = prep["head_hash"] or GENESIS_HASH
+        ts: datetime = prep["ts"]
+        stored = {i - 1 for i in prep["stored"]}
+        seen: set[tuple[str, str]] = set()
+        chained = []
+        for i, (entry, details) in enumerate(zip(entries, prep["details"], strict=True)):
+            if entry.event_id is not None:
+                key = (entry.event_id, entry.action)
+                if i in stored or key in seen:
+                    continue
+                seen.add(key)
+            seq += 1
+            record = build_record(
+                seq,
+                ts,
+                entry.actor,
+                entry.action,
+                entry.room_id,
+                entry.event_id,
+                entry.subject,
+                json.loads(details),
+                prev_hash,
+            )
+            chained.append((record, details))
+            prev_hash = record.hash
+        return chained
+
+    async def exists(self, event_id: str, action: str) -> bool:
+        """Whether (event_id, action) has been audited."""
+        found: bool = await self.db.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM audit_log WHERE event_id = $1 AND action = $2)",
+            event_id,
+            action,
+        )
+        return found
+
+    async def tail(self, n: int, room_id: str | None = None) -> list[AuditRecord]:
+        """The last `n` rows (of one room, if given), oldest first."""
+        if room_id is None:
+            rows = await self.db.fetch(f"{_SELECT} ORDER BY seq DESC LIMIT $1", n)
+        else:
+            rows = await self.db.fetch(
+                f"{_SELECT} WHERE room_id = $1 ORDER BY seq DESC LIMIT $2", room_id, n
+            )
+        return [_record(row) for row in reversed(rows)]
+
+    async def verify(self) -> VerifyResult:
+        """Recompute the whole chain, streaming rows in seq order."""
+        verifier = ChainVerifier()
+        async for record in self._stream(f"{_SELECT} ORDER BY seq"):
+            verifier.feed(record)
+        broken = verifier.first_broken_seq
+        return VerifyResult(
+            ok=broken is None,
+            rows=verifier.rows,
+            first_broken_seq=broken,
+            head_hash=verifier.head_hash or GENESIS_HASH,
+        )
+
+    async def export(self, filters: AuditFilter) -> AsyncGenerator[AuditRecord, None]:
+        """Rows matching `filters`, in seq order, streamed.
+
+        Stopping early? Close the iterator (`contextlib.aclosing`) so its connection returns.
+        """
+        clauses: list[str] = []
+        args: list[Any] = []
+
+        def param(value: Any) -> str:
+            args.append(value)
+            return f"${len(args)}"
+
+        if filters.room_id is not None:
+            clauses.append(f"room_id = {param(filters.room_id)}")
+        if filters.user is not None:
+            p = param(filters.user)
+            clauses.append(f"(actor = {p} OR subject = {p})")
+        if filters.action is not None:
+            clauses.append(f"action = {param(filters.action)}")
+        if filters.since is not None:
+            clauses.append(f"ts >= {param(filters.since)}")
+        if filters.until is not None:
+            clauses.append(f"ts < {param(filters.until)}")
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        async for record in self._stream(f"{_SELECT}{where} ORDER BY seq", *args):
+            yield record
+
+    async def _stream(self, query: str, *args: Any) -> AsyncGenerator[AuditRecord, None]:
+        async with _reader(self.db) as conn:
+            raw = cast(asyncpg.Connection, conn.wrapped)
+            if raw.is_in_transaction():
+                # Inside the caller's transaction: read what it sees, uncommitted rows included.
+                async for row in raw.cursor(query, *args, prefetch=STREAM_PREFETCH):
+                    yield _record(row)
+                return
+            # One snapshot for the whole read, however long the consumer takes.
+            async with raw.transaction(isolation="repeatable_read", readonly=True):
+                async for row in raw.cursor(query, *args, prefetch=STREAM_PREFETCH):
+                    yield _record(row)
+
+
+@asynccontextmanager
+async def _reader(db: Database) -> AsyncIterator[Connection]:
+    """The caller's connection if it has one, else a pool connection not put in context.
+
+    An async generator may be finalized in another context, where resetting mautrix's
+    connection context variable (as `Database.acquire` does) would fail.
+    """
+    current = conn_var.get()
+    if current is not None:
+        yield current
+        return
+    async with db.acquire_direct() as conn:
+        yield conn
+
+
+def _row(record: AuditRecord, details_json: str) -> tuple[Any, ...]:
+    return (
+        record.seq,
+        record.ts,
+        record.actor,
+        record.action,
+        record.room_id,
+        record.event_id,
+        record.subject,
+        details_json,
+        record.prev_hash,
+        record.hash,
+    )

@@ -1,0 +1,23 @@
+"""Chaperone's schema migrations, tracked in their own `chaperone_version` table.
+
+Migrations are never edited once shipped: add a new `vNN_*.py` module and import it below.
+The crypto store (`crypto_version`) and the state store (`mx_version`) keep their own versions
+in the same database.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from mautrix.util.async_db import UpgradeTable
+
+upgrade_table = UpgradeTable(
+    version_table_name="chaperone_version",
+    database_name="Chaperone",
+    log=logging.getLogger("chaperone.db.upgrade"),
+)
+
+# Imported explicitly and in order: registration order is the version number.
+from . import v01_initial  # noqa: E402
+
+__all__ = ["upgrade_table", "v01_initial"]

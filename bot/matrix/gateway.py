@@ -1,0 +1,337 @@
+"""The one place that talks to the homeserver: login, E2EE, sync, back-fill, and sending."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mautrix.util.logging  # noqa: F401  (installs TraceLogger before any mau.* logger exists)
+from mautrix.client import Client
+from mautrix.client.encryption_manager import DecryptionDispatcher
+from mautrix.crypto import OlmMachine
+from mautrix.crypto.store.asyncpg import PgCryptoStateStore, PgCryptoStore
+from mautrix.errors import DecryptionError, MForbidden, MUnknownToken, SessionNotFound
+from mautrix.types import (
+    EncryptedEvent,
+    EventType,
+    Filter,
+    PaginationDirection,
+    RoomID,
+    TextMessageEventContent,
+    MessageType,
+    UserID,
+)
+from nacl.exceptions import CryptoError
+from nacl.secret import SecretBox
+
+from bot.config import Config
+from bot.db.database import Databases
+from bot.db.identity import IdentityStore
+from bot.matrix.facts import trust_name
+
+log = logging.getLogger("chaperone.matrix")
+
+SYNC_FILTER = {
+    "room": {
+        "timeline": {"limit": 100, "lazy_load_members": False},
+        "state": {"lazy_load_members": False},
+        "ephemeral": {"not_types": ["*"]},
+        "account_data": {"not_types": ["*"]},
+    },
+    "presence": {"not_types": ["*"]},
+    "account_data": {"not_types": ["*"]},
+}
+# Creators of a v12 room are above every power level and not listed in m.room.power_levels.
+CREATOR_POWER = 10**9
+
+
+@dataclass
+class Decrypted:
+    """A decrypted timeline event as a raw dict, with the sender device's trust."""
+
+    raw: dict[str, Any]
+    trust: str
+
+
+@dataclass
+class SyncBatch:
+    next_batch: str
+    raw: dict[str, Any]
+    # room_id -> timeline events in order, gaps from limited timelines already paged back in.
+    timelines: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    invites: dict[str, dict[str, Any]] = field(default_factory=dict)
+    left: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+class TokenBox:
+    """Seals the stored access token with a key derived from `encryption.pickle_key`."""
+
+    def __init__(self, pickle_key: str) -> None:
+        self._box = SecretBox(hashlib.sha256(b"chaperone-token:" + pickle_key.encode()).digest())
+
+    def seal(self, token: str) -> str:
+        return base64.b64encode(bytes(self._box.encrypt(token.encode()))).decode()
+
+    def open(self, sealed: str) -> str | None:
+        try:
+            return self._box.decrypt(base64.b64decode(sealed)).decode()
+        except (CryptoError, ValueError):
+            return None
+
+
+class MatrixGateway:
+    def __init__(self, config: Config, dbs: Databases, identity: IdentityStore) -> None:
+        self.config = config
+        self.user_id = UserID(config.bot.user_id)
+        self.crypto_store = PgCryptoStore(self.user_id, config.encryption.pickle_key, dbs.crypto)
+        self.state_store = PgCryptoStateStore(dbs.state)
+        self.client = Client(
+            mxid=self.user_id,
+            base_url=config.homeserver.url,
+            state_store=self.state_store,
+            sync_store=self.crypto_store,
+        )
+        self.identity = identity
+        self.machine: OlmMachine | None = None
+        self._filter_id: str | None = None
+        self._tokens = TokenBox(config.encryption.pickle_key)
+        self.withheld: dict[str, str] = {}  # session_id -> withheld code
+        self._creators: dict[str, dict[str, Any]] = {}  # room_id -> create sender/additional
+
+    @property
+    def device_id(self) -> str:
+        return str(self.client.device_id)
+
+    # -- start-up ---------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Log in reusing the stored device, set up E2EE, and cross-sign our own device."""
+        await self.crypto_store.open()
+        stored_device = await self.crypto_store.get_device_id()
+        await self._authenticate(stored_device)
+        if stored_device and stored_device != self.client.device_id:
+            log.warning("Device changed from %s to %s; clearing old crypto state",
+                        stored_device, self.client.device_id)
+            await self.crypto_store.delete()
+        machine = OlmMachine(self.client, self.crypto_store, self.state_store)
+        self.client.crypto = machine
+        self.client.remove_dispatcher(DecryptionDispatcher)  # we decrypt ourselves, with waiting
+        self.client.add_event_handler(EventType.ROOM_KEY_WITHHELD, self._on_withheld)
+        self.client.add_event_handler(EventType.ORG_MATRIX_ROOM_KEY_WITHHELD, self._on_withheld)
+        await machine.load()
+        await self.crypto_store.put_device_id(self.client.device_id)
+        await machine.share_keys()
+        self.machine = machine
+        await self._cross_sign()
+        self._filter_id = str(await self.client.create_filter(Filter.deserialize(SYNC_FILTER)))
+        log.info("Connected as %s, device %s", self.user_id, self.client.device_id)
+
+    async def _authenticate(self, stored_device: str | None) -> None:
+        bot = self.config.bot
+        if bot.access_token:
+            self.client.api.token = bot.access_token
+            whoami = await self.client.whoami()
+            self.client.device_id = whoami.device_id
+            return
+        stored = await self.identity.get(self.user_id)
+        if stored and stored.access_token and stored.device_id == stored_device:
+            token = self._tokens.open(stored.access_token)
+            if token:
+                self.client.api.token = token
+                try:
+                    whoami = await self.client.whoami()
+                    self.client.device_id = whoami.device_id
+                    return
+                except MUnknownToken:
+                    log.info("Stored access token no longer valid; logging in again")
+        resp = await self.client.login(
+            password=bot.password, device_id=stored_device or None, device_name=bot.device_name
+        )
+        await self.identity.save(
+            self.user_id, self.user_id, resp.device_id, self._tokens.seal(resp.access_token)
+        )
+
+    async def _cross_sign(self) -> None:
+        assert self.machine is not None
+        key = self.config.encryption.recovery_key
+        path = Path(self.config.recovery_key_path)
+        if not key and path.exists():
+            key = path.read_text().strip()
+        if key:
+            await self.machine.verify_with_recovery_key(key)
+            log.info("Own device cross-signed with the configured recovery key")
+            return
+        if await self.machine.get_own_cross_signing_public_keys():
+            log.error(
+                "The bot account already has cross-signing keys but no recovery key is configured"
+                " (encryption.recovery_key or %s); the device stays unverified", path
+            )
+            return
+        recovery_key = await self.machine.generate_recovery_key()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(recovery_key + "\n")
+        log.warning("Bootstrapped cross-signing; the recovery key was written to %s — keep it "
+                    "safe and set encryption.recovery_key", path)
+
+    async def _on_withheld(self, evt: Any) -> None:
+        session_id = getattr(evt.content, "session_id", None)
+        if session_id:
+            self.withheld[str(session_id)] = str(evt.content.code)
+
+    # -- sync -------------------------------------------------------------------------------
+
+    async def sync(self, since: str | None, timeout_ms: int) -> SyncBatch:
+        """One /sync, with its crypto side (keys, device lists) handled before we return."""
+        raw = await self.client.sync(since=since, timeout=timeout_ms, filter_id=self._filter_id)
+        # Let mautrix's own handlers (to-device room keys, OTK counts, device lists, state store)
+        # finish before any timeline event is looked at, so keys from this batch can be used.
+        tasks = self.client.handle_sync(raw)
+        if tasks:
+            await asyncio.gather(*tasks)
+        batch = SyncBatch(next_batch=raw["next_batch"], raw=raw)
+        rooms = raw.get("rooms", {})
+        for room_id, data in rooms.get("join", {}).items():
+            timeline = data.get("timeline", {})
+            events = list(timeline.get("events", []))
+            if timeline.get("limited") and since and timeline.get("prev_batch"):
+                events = await self._backfill(room_id, timeline["prev_batch"], since) + events
+            for evt in events:
+                evt["room_id"] = room_id
+            batch.timelines[room_id] = _dedupe(events)
+        for room_id, data in rooms.get("invite", {}).items():
+            for evt in data.get("invite_state", {}).get("events", []):
+                if evt.get("type") == "m.room.member" and evt.get("state_key") == self.user_id:
+                    batch.invites[room_id] = {**evt, "room_id": room_id, "_state": data}
+        for room_id, data in rooms.get("leave", {}).items():
+            events = list(data.get("timeline", {}).get("events", []))
+            for evt in events:
+                evt["room_id"] = room_id
+            batch.left[room_id] = events
+        return batch
+
+    async def _backfill(self, room_id: str, prev_batch: str, since: str) -> list[dict[str, Any]]:
+        """Events of a limited timeline's gap, paged back through /messages, oldest first."""
+        older: list[dict[str, Any]] = []
+        token: str | None = prev_batch
+        while token:
+            page = await self.client.get_messages(
+                RoomID(room_id), PaginationDirection.BACKWARD, from_token=token, to_token=since,
+                limit=100,
+            )
+            if not page.events:
+                break
+            older.extend(evt.serialize() for evt in page.events)
+            token = page.end if page.end and page.end != token else None
+        older.reverse()
+        log.info("Back-filled %d events in %s after a limited sync", len(older), room_id)
+        return older
+
+    # -- decryption -------------------------------------------------------------------------
+
+    async def decrypt(self, raw: dict[str, Any]) -> Decrypted:
+        """Decrypt a megolm event; raises SessionNotFound when the key has not arrived yet."""
+        assert self.machine is not None
+        evt = EncryptedEvent.deserialize(raw)
+        try:
+            result = await self.machine.decrypt_megolm_event(evt)
+        except SessionNotFound:
+            raise
+        except DecryptionError:
+            raise
+        plain = result.serialize()
+        plain["room_id"] = raw.get("room_id")
+        trust = result.get("mautrix", {}).get("trust_state") if hasattr(result, "get") else None
+        return Decrypted(raw=plain, trust=trust_name(trust))
+
+    async def request_key(self, raw: dict[str, Any]) -> None:
+        """Ask the sender's devices (and our own) for a missing megolm session, without waiting."""
+        assert self.machine is not None
+        content = raw.get("content", {})
+        sender = raw.get("sender")
+        devices: dict[UserID, list[Any]] = {}
+        if sender and content.get("device_id"):
+            devices[UserID(sender)] = [content["device_id"]]
+        if not devices:
+            return
+        await self.machine.request_room_key(
+            RoomID(raw["room_id"]), content.get("sender_key"), content.get("session_id"),
+            devices, timeout=0,
+        )
+
+    async def session_known(self, room_id: str, session_id: str) -> bool:
+        return bool(await self.crypto_store.has_group_session(RoomID(room_id), session_id))
+
+    # -- acting on the homeserver -----------------------------------------------------------
+
+    async def join(self, room_id: str) -> None:
+        """Join, then load the full state so member lists (and key sharing) are complete."""
+        await self.client.join_room_by_id(RoomID(room_id))
+        await self.client.get_state(RoomID(room_id))
+
+    async def reject_invite(self, room_id: str) -> None:
+        try:
+            await self.client.leave_room(RoomID(room_id))
+        except MForbidden:
+            log.warning("Could not reject the invite to %s", room_id)
+
+    async def send_notice(self, room_id: str, text: str, html: str | None = None) -> str:
+        """Send a notice, encrypted when the room is (mautrix encrypts for full member lists)."""
+        if not await self.state_store.has_full_member_list(RoomID(room_id)):
+            await self.client.get_state(RoomID(room_id))
+        content = TextMessageEventContent(msgtype=MessageType.NOTICE, body=text)
+        if html:
+            content.format = "org.matrix.custom.html"  # type: ignore[assignment]
+            content.formatted_body = html
+        return str(await self.client.send_message(RoomID(room_id), content))
+
+    async def is_encrypted(self, room_id: str) -> bool:
+        return bool(await self.state_store.is_encrypted(RoomID(room_id)))
+
+    async def power_level(self, room_id: str, user_id: str) -> int:
+        """The user's power in the room; room creators (v12) rank above every level."""
+        create = await self._create_content(room_id)
+        if create and (
+            create.get("sender") == user_id or user_id in create.get("additional_creators", [])
+        ):
+            return CREATOR_POWER
+        levels = await self.state_store.get_power_levels(RoomID(room_id))
+        if levels is None:
+            levels = await self.client.get_state_event(RoomID(room_id), EventType.ROOM_POWER_LEVELS)
+        return int(levels.get_user_level(UserID(user_id)))
+
+    async def _create_content(self, room_id: str) -> dict[str, Any] | None:
+        cache = self._creators
+        if room_id not in cache:
+            state = await self.client.get_state(RoomID(room_id))
+            for evt in state:
+                if evt.type == EventType.ROOM_CREATE:
+                    content = evt.content.serialize()
+                    cache[room_id] = {
+                        "sender": evt.sender,
+                        "additional_creators": content.get("additional_creators", []),
+                    }
+        return cache.get(room_id)
+
+    async def close(self) -> None:
+        await self.client.api.session.close()
+
+
+def _dedupe(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    seen: set[str] = set()
+    out = []
+    for evt in events:
+        eid = evt.get("event_id")
+        if eid and eid in seen:
+            continue
+        if eid:
+            seen.add(eid)
+        out.append(evt)
+    return out

@@ -1,0 +1,36 @@
+"""Role resolution: config lists, stored staff and room power, fed to the pure role rule."""
+
+from __future__ import annotations
+
+from bot.config import Config
+from bot.db.staff import StaffRepo
+from bot.matrix.gateway import MatrixGateway
+from bot.policy.roles import Role, role_of
+
+
+class AccessService:
+    def __init__(self, config: Config, staff: StaffRepo, gateway: MatrixGateway) -> None:
+        self.config = config
+        self.staff = staff
+        self.gateway = gateway
+
+    async def _is_listed_staff(self, user_id: str) -> bool:
+        return user_id in self.config.roles.staff or await self.staff.is_staff(user_id)
+
+    async def role(self, room_id: str, user_id: str) -> Role:
+        roles = self.config.roles
+        if user_id in roles.admins:
+            return Role.ADMIN
+        listed = await self._is_listed_staff(user_id)
+        power = 0 if listed else await self.gateway.power_level(room_id, user_id)
+        return role_of(
+            user_id,
+            admins=roles.admins,
+            staff={user_id} if listed else set(),
+            power_level=power,
+            staff_power_level=roles.staff_power_level,
+        )
+
+    async def may_invite_bot(self, user_id: str) -> bool:
+        """Invites are judged before the bot is in the room, so room power cannot count."""
+        return user_id in self.config.roles.admins or await self._is_listed_staff(user_id)

@@ -1,0 +1,120 @@
+"""Command handling: parse, gate, run, reply, audit (SPEC 7)."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Any
+
+from bot.config import Config
+from bot.commands.registry import CommandContext, CommandRegistry, CommandUsageError
+from bot.db.audit import AuditEntry
+from bot.matrix.facts import MessageFact
+from bot.matrix.gateway import MatrixGateway
+from bot.policy.command_gate import gate_command
+from bot.policy.command_line import CommandSyntaxError, split_command, strip_prefix
+from bot.service.access import AccessService
+
+log = logging.getLogger("chaperone.commands")
+
+SECRET_OPTION_NAMES = frozenset({"password", "token", "key", "secret"})
+
+
+class CommandService:
+    def __init__(
+        self,
+        config: Config,
+        registry: CommandRegistry,
+        gateway: MatrixGateway,
+        access: AccessService,
+        services: Any,
+    ) -> None:
+        self.config = config
+        self.registry = registry
+        self.gateway = gateway
+        self.access = access
+        self.services = services
+        self.prefix = config.bot.command_prefix
+
+    def _help_hint(self) -> str:
+        return f"send `{self.prefix} help` for the commands you can use"
+
+    async def handle(self, fact: MessageFact) -> list[AuditEntry]:
+        """Run the command in `fact` if it is one; reply in the room; return its audit rows."""
+        text = strip_prefix(fact.body, self.prefix)
+        if text is None:
+            return []
+        try:
+            line = split_command(text or "help")
+        except CommandSyntaxError as e:
+            await self.reply(fact, f"⚠️ {e} — {self._help_hint()}")
+            return []
+        match = self.registry.match(line)
+        if match is None:
+            word = line.words[0] if line.words else text.split()[0]
+            await self.reply(fact, f"⚠️ Unknown command '{word}' — {self._help_hint()}")
+            return []
+        spec, words = match
+        role = await self.access.role(fact.room_id, fact.sender)
+        decision = gate_command(
+            required=spec.role,
+            caller=role,
+            room_encrypted=await self.gateway.is_encrypted(fact.room_id),
+            event_encrypted=fact.encrypted,
+            trust=fact.trust,
+            admin_min_trust=self.config.bot.admin_min_trust,
+        )
+        audit_base = dict(
+            actor=fact.sender, room_id=fact.room_id, event_id=fact.event_id, subject=None
+        )
+        details: dict[str, Any] = {
+            "command": spec.name,
+            "args": _masked(words, line.options, spec.secret_options),
+            "role": role.label,
+            "trust": fact.trust,
+        }
+        if not decision.allowed:
+            await self.reply(fact, f"⛔ {spec.name}: {decision.reason}.")
+            return [AuditEntry(action="command.denied", details={**details,
+                               "reason": decision.reason}, **audit_base)]
+        try:
+            args = spec.parse_args(words, line.options)
+        except CommandUsageError as e:
+            await self.reply(fact, f"⚠️ {spec.name}: {e} — {self._help_hint()}")
+            return []
+        ctx = CommandContext(
+            room_id=fact.room_id,
+            sender=fact.sender,
+            event_id=fact.event_id,
+            role=role,
+            trust=fact.trust,
+            in_management_room=fact.room_id == self.config.bot.management_room,
+            services=self.services,
+        )
+        try:
+            reply = await spec.handler(ctx, args)
+            outcome = "ok"
+        except CommandUsageError as e:
+            reply, outcome = f"⚠️ {spec.name}: {e} — {self._help_hint()}", "bad-arguments"
+        except Exception:
+            ref = secrets.token_hex(4).upper()
+            log.exception("Command %s failed (ref %s)", spec.name, ref)
+            reply = f"❌ {spec.name} failed because of an internal error (reference {ref})."
+            outcome = f"error {ref}"
+        await self.reply(fact, reply)
+        return [AuditEntry(action="command.executed", details={**details, "outcome": outcome},
+                           **audit_base)]
+
+    async def reply(self, fact: MessageFact, text: str) -> None:
+        try:
+            await self.gateway.send_notice(fact.room_id, text)
+        except Exception:
+            ref = secrets.token_hex(4).upper()
+            log.exception("Could not reply in %s (ref %s)", fact.room_id, ref)
+
+
+def _masked(words: tuple[str, ...], options: dict[str, str], secret: frozenset[str]) -> dict[str, Any]:
+    masked = {
+        k: ("***" if k in secret or k in SECRET_OPTION_NAMES else v) for k, v in options.items()
+    }
+    return {"words": list(words), "options": masked}

@@ -1,0 +1,114 @@
+"""Late keys: encrypted events that arrived before their megolm key wait in Postgres (still
+encrypted) until the key comes, is requested, or the wait runs out (SPEC 11)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime
+
+from mautrix.errors import DecryptionError, SessionNotFound
+
+from bot.db.pending_decryption import PendingDecryption
+from bot.db.database import transaction
+from bot.matrix.gateway import MatrixGateway
+from bot.service.pipeline import BatchOutcome, EventPipeline
+
+log = logging.getLogger("chaperone.decryption")
+
+WITHHELD_NOTICE = (
+    "I cannot read messages from {sender}'s device {device}: their app withheld the encryption "
+    "key from me ({code}). To fix it, verify the bot's device from that app (or turn off "
+    "'never send encrypted messages to unverified sessions'), then send the message again."
+)
+ONE_DAY = 86_400.0
+
+
+class DecryptionRetrier:
+    def __init__(
+        self,
+        gateway: MatrixGateway,
+        pipeline: EventPipeline,
+        pending: PendingDecryption,
+        *,
+        request_after: float = 2.0,
+        give_up_after: float = 60.0,
+        poll_interval: float = 0.25,
+    ) -> None:
+        self.gateway = gateway
+        self.pipeline = pipeline
+        self.pending = pending
+        self.request_after = request_after
+        self.give_up_after = give_up_after
+        self.poll_interval = poll_interval
+        self._withheld_told: dict[tuple[str, str], float] = {}
+        self.failures = 0
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.retry_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("Retrying pending decryptions failed", exc_info=True)
+            await asyncio.sleep(self.poll_interval)
+
+    async def retry_once(self) -> None:
+        now = datetime.now(UTC)
+        for row in await self.pending.all():
+            raw = row.event
+            age = (now - row.first_seen).total_seconds()
+            code = self.gateway.withheld.get(row.session_id)
+            if code:
+                await self._fail(raw, f"withheld: {code}")
+                await self._tell_withheld(raw, code)
+                continue
+            if await self.gateway.session_known(row.room_id, row.session_id):
+                await self._process(raw)
+                continue
+            if age >= self.give_up_after:
+                await self._fail(raw, "key never arrived")
+            elif age >= self.request_after and row.attempts == 0:
+                log.info("Requesting the missing key for %s", row.event_id)
+                await self.gateway.request_key(raw)
+                await self.pending.reschedule(row.event_id, now, 1)
+
+    async def _process(self, raw: dict) -> None:
+        outcome = BatchOutcome()
+        try:
+            decrypted = await self.gateway.decrypt(raw)
+        except (SessionNotFound, DecryptionError) as e:
+            await self._fail(raw, type(e).__name__)
+            return
+        await self.pipeline.handle_plain_event(
+            decrypted.raw, outcome, encrypted=True, trust=decrypted.trust
+        )
+        await self._commit(raw["event_id"], outcome)
+
+    async def _fail(self, raw: dict, reason: str) -> None:
+        self.failures += 1
+        log.warning("Giving up decrypting %s in %s: %s", raw.get("event_id"), raw.get("room_id"),
+                    reason)
+        outcome = BatchOutcome(entries=[self.pipeline.decryption_failed(raw, reason)])
+        await self._commit(raw["event_id"], outcome)
+
+    async def _commit(self, event_id: str, outcome: BatchOutcome) -> None:
+        async with transaction(self.pipeline.audit.db):
+            await self.pipeline.audit.append(outcome.entries)
+            await self.pending.remove(event_id)
+
+    async def _tell_withheld(self, raw: dict, code: str) -> None:
+        sender = raw.get("sender", "")
+        device = raw.get("content", {}).get("device_id", "?")
+        key = (sender, device)
+        last = self._withheld_told.get(key)
+        if last is not None and time.monotonic() - last < ONE_DAY:
+            return
+        self._withheld_told[key] = time.monotonic()
+        text = WITHHELD_NOTICE.format(sender=sender, device=device, code=code)
+        try:
+            await self.gateway.send_notice(raw["room_id"], text)
+        except Exception:
+            log.warning("Could not post the withheld-key notice in %s", raw.get("room_id"))

@@ -1,0 +1,236 @@
+"""The event pipeline: sync batch → facts → decisions → effects → audit, committed with the
+sync position so that no event is lost and none is audited twice (SPEC 11)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from typing import Any
+
+from mautrix.errors import DecryptionError, SessionNotFound
+
+from bot.config import Config
+from bot.db.audit import AuditEntry, AuditLog
+from bot.db.database import transaction
+from bot.db.rooms import RoomsRepo
+from bot.db.pending_decryption import PendingDecryption
+from bot.db.sync_state import SyncState
+from bot.matrix.facts import (
+    MembershipFact,
+    MessageFact,
+    PowerLevelsFact,
+    RedactionFact,
+    facts_from_event,
+)
+from bot.matrix.gateway import MatrixGateway, SyncBatch
+from bot.policy.audit_chain import message_hmac
+from bot.policy.membership import membership_action
+from bot.service.access import AccessService
+from bot.service.commands import CommandService
+
+log = logging.getLogger("chaperone.pipeline")
+
+
+@dataclass
+class BatchOutcome:
+    """What one batch produced: audit rows, and encrypted events still waiting for keys."""
+
+    entries: list[AuditEntry] = field(default_factory=list)
+    pending: list[dict[str, Any]] = field(default_factory=list)
+
+
+class EventPipeline:
+    def __init__(
+        self,
+        config: Config,
+        gateway: MatrixGateway,
+        audit: AuditLog,
+        sync_state: SyncState,
+        pending: PendingDecryption,
+        rooms: RoomsRepo,
+        access: AccessService,
+        commands: CommandService,
+    ) -> None:
+        self.config = config
+        self.gateway = gateway
+        self.audit = audit
+        self.sync_state = sync_state
+        self.pending = pending
+        self.rooms = rooms
+        self.access = access
+        self.commands = commands
+        self.bot_user_id = config.bot.user_id
+        self._hmac_key = config.audit.hmac_key.encode()
+
+    # -- one batch --------------------------------------------------------------------------
+
+    async def process_batch(self, batch: SyncBatch) -> BatchOutcome:
+        outcome = BatchOutcome()
+        for room_id, invite in batch.invites.items():
+            outcome.entries += await self.handle_invite(room_id, invite)
+        for events in batch.timelines.values():
+            for raw in events:
+                await self.handle_timeline_event(raw, outcome)
+        for events in batch.left.values():
+            for raw in events:
+                await self.handle_plain_event(raw, outcome, encrypted=False, trust="unknown")
+        return outcome
+
+    async def commit(self, outcome: BatchOutcome, next_batch: str | None) -> None:
+        """Audit rows, waiting encrypted events and the new sync position: all or nothing."""
+        now = datetime.now(UTC)
+        async with transaction(self.audit.db):
+            await self.audit.append(outcome.entries)
+            for raw in outcome.pending:
+                content = raw.get("content", {})
+                await self.pending.add(
+                    event_id=raw["event_id"],
+                    room_id=raw["room_id"],
+                    sender=raw.get("sender", ""),
+                    session_id=content.get("session_id", ""),
+                    sender_key=content.get("sender_key", ""),
+                    event=raw,
+                    first_seen=now,
+                    next_attempt=now,
+                )
+            if next_batch is not None:
+                await self.sync_state.save(self.bot_user_id, next_batch)
+
+    # -- events -----------------------------------------------------------------------------
+
+    async def handle_timeline_event(self, raw: dict[str, Any], outcome: BatchOutcome) -> None:
+        if raw.get("type") != "m.room.encrypted":
+            await self.handle_plain_event(raw, outcome, encrypted=False, trust="unknown")
+            return
+        session_id = raw.get("content", {}).get("session_id", "")
+        if session_id in self.gateway.withheld:
+            outcome.entries.append(self.decryption_failed(raw, self.gateway.withheld[session_id]))
+            return
+        try:
+            decrypted = await self.gateway.decrypt(raw)
+        except SessionNotFound:
+            if await self.audit.exists(raw["event_id"], "decryption.failed"):
+                return
+            outcome.pending.append(raw)
+            return
+        except DecryptionError as e:
+            log.warning("Could not decrypt %s in %s: %s", raw.get("event_id"), raw.get("room_id"),
+                        type(e).__name__)
+            outcome.entries.append(self.decryption_failed(raw, type(e).__name__))
+            return
+        await self.handle_plain_event(decrypted.raw, outcome, encrypted=True, trust=decrypted.trust)
+
+    async def handle_plain_event(
+        self, raw: dict[str, Any], outcome: BatchOutcome, *, encrypted: bool, trust: str
+    ) -> None:
+        fact = facts_from_event(raw, trust=trust, encrypted=encrypted)
+        if isinstance(fact, MessageFact):
+            outcome.entries += await self.handle_message(fact)
+        elif isinstance(fact, MembershipFact):
+            outcome.entries += await self.handle_membership(fact)
+        elif isinstance(fact, PowerLevelsFact):
+            outcome.entries.append(
+                AuditEntry(actor=fact.sender, action="power_levels.changed", room_id=fact.room_id,
+                           event_id=fact.event_id, details={"changes": fact.changes})
+            )
+        elif isinstance(fact, RedactionFact):
+            outcome.entries.append(
+                AuditEntry(actor=fact.sender, action="message.redacted", room_id=fact.room_id,
+                           event_id=fact.event_id, details={"redacts": fact.redacts})
+            )
+
+    async def handle_message(self, fact: MessageFact) -> list[AuditEntry]:
+        entries = [
+            AuditEntry(
+                actor=fact.sender,
+                action="message.sent",
+                room_id=fact.room_id,
+                event_id=fact.event_id,
+                details={
+                    "hmac": message_hmac(self._hmac_key, fact.body),
+                    "msgtype": fact.msgtype,
+                    "encrypted": fact.encrypted,
+                },
+            )
+        ]
+        if fact.sender == self.bot_user_id:
+            return entries
+        # A replay after a crash must not act twice on a message that was already recorded.
+        if await self.audit.exists(fact.event_id, "message.sent"):
+            return entries
+        entries += await self.commands.handle(fact)
+        return entries
+
+    async def handle_membership(self, fact: MembershipFact) -> list[AuditEntry]:
+        action = membership_action(
+            sender=fact.sender,
+            target=fact.target,
+            membership=fact.membership,
+            prev_membership=fact.prev_membership,
+            bot_user_id=self.bot_user_id,
+        )
+        if action is None:
+            return []
+        if action == "room.joined":
+            await self.rooms.joined(fact.room_id, fact.sender)
+        elif action == "room.left":
+            await self.rooms.left(fact.room_id)
+        return [
+            AuditEntry(
+                actor=fact.sender,
+                action=action,
+                room_id=fact.room_id,
+                event_id=fact.event_id,
+                subject=fact.target,
+                details={"membership": fact.membership, "previous": fact.prev_membership},
+            )
+        ]
+
+    async def handle_invite(self, room_id: str, invite: dict[str, Any]) -> list[AuditEntry]:
+        """Join when staff or an admin invites the bot; reject (and record) anyone else's."""
+        inviter = invite.get("sender", "")
+        if await self.access.may_invite_bot(inviter):
+            try:
+                await self.gateway.join(room_id)
+            except Exception:
+                ref = error_reference()
+                log.exception("Could not join %s (ref %s)", room_id, ref)
+            return []  # room.joined is recorded from our own join event
+        await self.gateway.reject_invite(room_id)
+        log.info("Rejected an invite to %s from %s", room_id, inviter)
+        return [
+            AuditEntry(
+                actor=inviter,
+                action="invite.rejected",
+                room_id=room_id,
+                event_id=invite.get("event_id"),
+                subject=self.bot_user_id,
+                details={"reason": "inviter is neither staff nor admin"},
+            )
+        ]
+
+    def decryption_failed(self, raw: dict[str, Any], reason: str) -> AuditEntry:
+        content = raw.get("content", {})
+        return AuditEntry(
+            actor=raw.get("sender", "system"),
+            action="decryption.failed",
+            room_id=raw.get("room_id"),
+            event_id=raw.get("event_id"),
+            details={
+                "reason": reason,
+                "session_id": content.get("session_id"),
+                "device_id": content.get("device_id"),
+            },
+        )
+
+
+def error_reference() -> str:
+    """A short reference number tying a user-facing error to a log line (never to content)."""
+    return secrets.token_hex(4).upper()
+
+
+async def sleep_backoff(attempt: int, cap: float = 30.0) -> None:
+    await asyncio.sleep(min(cap, 0.5 * 2**attempt))

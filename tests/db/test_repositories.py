@@ -1,0 +1,139 @@
+"""Sync state, pending decryption, bot identity, rooms and staff against real Postgres."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+from mautrix.util.async_db import Database
+
+from bot.db.identity import BotIdentity, IdentityStore
+from bot.db.pending_decryption import PendingDecryption
+from bot.db.rooms import RoomsRepo
+from bot.db.staff import StaffRepo
+from bot.db.sync_state import SyncState
+
+NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
+
+
+def encrypted(event_id: str, session_id: str = "sess1") -> dict[str, object]:
+    return {
+        "type": "m.room.encrypted",
+        "event_id": event_id,
+        "sender": "@patient:clinic.example",
+        "content": {
+            "algorithm": "m.megolm.v1.aes-sha2",
+            "ciphertext": "AwgAEnAC...",
+            "session_id": session_id,
+            "device_id": "PATIENTDEV",
+        },
+    }
+
+
+async def test_sync_state(db: Database) -> None:
+    repo = SyncState(db)
+    assert await repo.get("bot") is None
+    await repo.save("bot", "s1", filter_id="f1")
+    await repo.save("bot", "s2")
+    assert await repo.get("bot") == "s2"
+    assert await repo.filter_id("bot") == "f1"
+    await repo.save("bot", "s3", filter_id="f2")
+    assert (await repo.get("bot"), await repo.filter_id("bot")) == ("s3", "f2")
+    assert await repo.get("other") is None
+
+
+async def test_pending_decryption_lifecycle(db: Database) -> None:
+    repo = PendingDecryption(db)
+    later = NOW + timedelta(minutes=5)
+    add = repo.add
+    assert await add(
+        "$1", "!r:x", "@p:x", "sess1", "ck", encrypted("$1"), first_seen=NOW, next_attempt=NOW
+    )
+    assert not await add(
+        "$1", "!r:x", "@p:x", "sess1", "ck", encrypted("$1"), first_seen=NOW, next_attempt=NOW
+    )  # replayed sync
+    assert await add(
+        "$2",
+        "!r:x",
+        "@p:x",
+        "sess2",
+        None,
+        encrypted("$2", "sess2"),
+        first_seen=NOW + timedelta(seconds=1),
+        next_attempt=later,
+    )
+    assert [p.event_id for p in await repo.due(NOW)] == ["$1"]
+    assert [p.event_id for p in await repo.due(later)] == ["$1", "$2"]
+
+    assert await repo.reschedule("$1", later + timedelta(minutes=1), 1)
+    assert await repo.due(NOW) == []
+    (first,) = await repo.by_session("sess1")
+    assert (first.attempts, first.next_attempt) == (1, later + timedelta(minutes=1))
+    assert first.event == encrypted("$1")
+    assert first.sender_key == "ck"
+
+    # A withheld key: no more waiting.
+    assert await repo.set_withheld("sess2", "m.unverified") == 1
+    (withheld,) = await repo.due(NOW)
+    assert (withheld.event_id, withheld.withheld_code) == ("$2", "m.unverified")
+
+    assert await repo.remove("$1")
+    assert not await repo.remove("$1")
+    assert not await repo.reschedule("$1", later, 2)
+    assert [p.event_id for p in await repo.all()] == ["$2"]
+
+
+async def test_pending_decryption_refuses_plaintext(db: Database) -> None:
+    repo = PendingDecryption(db)
+    plaintext = {"type": "m.room.message", "content": {"body": "hello"}}
+    with pytest.raises(ValueError):
+        await repo.add(
+            "$1", "!r:x", "@p:x", "s", None, plaintext, first_seen=NOW, next_attempt=NOW
+        )
+    # The schema refuses it too, whoever writes.
+    with pytest.raises(asyncpg.CheckViolationError):
+        await db.execute(
+            "INSERT INTO pending_decryption (event_id, room_id, sender, session_id, event,"
+            " first_seen, next_attempt) VALUES ('$1', '!r', '@p', 's', $1, now(), now())",
+            '{"type": "m.room.message", "content": {"body": "hello"}}',
+        )
+    assert await repo.all() == []
+
+
+async def test_identity(db: Database) -> None:
+    repo = IdentityStore(db)
+    assert await repo.get("bot") is None
+    await repo.save("bot", "@chaperone:x", "DEVICE1", "tok1")
+    assert await repo.get("bot") == ("@chaperone:x", "DEVICE1", "tok1")
+    await repo.save("bot", "@chaperone:x", "DEVICE1", None)
+    assert await repo.get("bot") == BotIdentity("@chaperone:x", "DEVICE1", None)
+
+
+async def test_rooms(db: Database) -> None:
+    repo = RoomsRepo(db)
+    await repo.joined("!a:x", "@admin:x")
+    await repo.joined("!b:x", None)
+    assert await repo.managed() == ["!a:x", "!b:x"]
+    assert await repo.left("!a:x")
+    assert not await repo.left("!a:x")
+    assert not await repo.left("!never:x")
+    assert await repo.managed() == ["!b:x"]
+    assert not await repo.is_managed("!a:x")
+    await repo.joined("!a:x", "@therapist:x")
+    assert set(await repo.managed()) == {"!a:x", "!b:x"}
+    row = await db.fetchrow("SELECT left_at, invited_by FROM rooms WHERE room_id = '!a:x'")
+    assert row is not None and (row["left_at"], row["invited_by"]) == (None, "@therapist:x")
+
+
+async def test_staff(db: Database) -> None:
+    repo = StaffRepo(db)
+    assert await repo.add("@t2:x", "@admin:x")
+    assert await repo.add("@t1:x", "@admin:x")
+    assert not await repo.add("@t1:x", "@admin:x")
+    assert await repo.list() == ["@t1:x", "@t2:x"]
+    assert await repo.is_staff("@t1:x")
+    assert await repo.remove("@t1:x")
+    assert not await repo.remove("@t1:x")
+    assert not await repo.is_staff("@t1:x")
+    assert await repo.list() == ["@t2:x"]

@@ -1,0 +1,116 @@
+"""The foundation end to end: real Synapse, real Postgres, real E2EE clients."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+
+from bot.policy.audit_chain import message_hmac
+from tests.e2e.bot_env import HMAC_KEY, BotEnv, RunningBot
+from tests.fixtures_synapse import MakeE2EEUser
+
+
+async def audit_rows(db_url: str, action: str, **where: str) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(db_url)
+    try:
+        clauses = ["action = $1"] + [f"{k} = ${i + 2}" for i, k in enumerate(where)]
+        return await conn.fetch(
+            f"SELECT * FROM audit_log WHERE {' AND '.join(clauses)} ORDER BY seq",
+            action, *where.values(),
+        )
+    finally:
+        await conn.close()
+
+
+async def wait_rows(db_url: str, action: str, count: int = 1, timeout: float = 15, **where: str):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        rows = await audit_rows(db_url, action, **where)
+        if len(rows) >= count or asyncio.get_running_loop().time() > deadline:
+            return rows
+        await asyncio.sleep(0.1)
+
+
+async def staffed_room(bot_env: BotEnv, e2ee_user: MakeE2EEUser, bot: RunningBot):
+    """A staff member's encrypted room with the bot and a patient in it."""
+    staff = await e2ee_user(credentials=bot_env.staff)
+    patient = await e2ee_user("patient")
+    room_id = await staff.create_room(invite=[bot_env.bot_user, patient.user_id], name="care")
+    await patient.wait_for_membership(room_id, patient.user_id, "invite")
+    await patient.join(room_id)
+    await staff.wait_for_membership(room_id, bot_env.bot_user, "join")
+    return staff, patient, room_id
+
+
+async def test_bot_joins_on_staff_invite_and_rejects_others(
+    bot_env: BotEnv, running_bot: RunningBot, e2ee_user: MakeE2EEUser, db_url: str
+) -> None:
+    staff = await e2ee_user(credentials=bot_env.staff)
+    stranger = await e2ee_user("stranger")
+
+    staff_room = await staff.create_room(invite=[bot_env.bot_user])
+    await staff.wait_for_membership(staff_room, bot_env.bot_user, "join")
+    joined = await wait_rows(db_url, "room.joined", room_id=staff_room)
+    assert len(joined) == 1
+
+    other_room = await stranger.create_room(invite=[bot_env.bot_user])
+    await stranger.wait_for_membership(other_room, bot_env.bot_user, "leave")
+    rejected = await wait_rows(db_url, "invite.rejected", room_id=other_room)
+    assert [r["actor"] for r in rejected] == [stranger.user_id]
+    assert await audit_rows(db_url, "room.joined", room_id=other_room) == []
+
+
+async def test_patient_message_is_audited_once_as_hmac_and_plaintext_is_nowhere(
+    bot_env: BotEnv, running_bot: RunningBot, e2ee_user: MakeE2EEUser, db_url: str
+) -> None:
+    staff, patient, room_id = await staffed_room(bot_env, e2ee_user, running_bot)
+    secret_words = "my appointment worries me 7f3a9c"
+    event_id = await patient.send_text(room_id, secret_words)
+
+    rows = await wait_rows(db_url, "message.sent", event_id=event_id)
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["actor"] == patient.user_id
+    import json
+
+    details = json.loads(row["details"])
+    assert details["hmac"] == message_hmac(HMAC_KEY.encode(), secret_words)
+    assert details["encrypted"] is True
+
+    conn = await asyncpg.connect(db_url)
+    try:
+        tables = await conn.fetch(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+        )
+        for t in tables:
+            dump = await conn.fetchval(f'SELECT coalesce(string_agg(x::text, \'\n\'), \'\') FROM "{t["table_name"]}" x')
+            assert "7f3a9c" not in dump, f"plaintext found in {t['table_name']}"
+    finally:
+        await conn.close()
+
+
+async def test_help_lists_only_callers_commands_and_unknown_gets_one_line_error(
+    bot_env: BotEnv, running_bot: RunningBot, e2ee_user: MakeE2EEUser
+) -> None:
+    staff, patient, room_id = await staffed_room(bot_env, e2ee_user, running_bot)
+
+    await patient.send_text(room_id, "!chaperone help")
+    reply = await patient.wait_for_message(room_id, sender=bot_env.bot_user)
+    assert str(reply.content.msgtype) == "m.notice"
+    assert patient.was_encrypted(reply)
+    assert "help" in reply.content.body
+    assert "status" not in reply.content.body  # staff only
+
+    await staff.send_text(room_id, "!chaperone help")
+    staff_reply = await staff.wait_for_message(
+        room_id, sender=bot_env.bot_user, predicate=lambda e: "role: staff" in e.content.body
+    )
+    assert "status" in staff_reply.content.body
+
+    await patient.send_text(room_id, "!chaperone frobnicate")
+    error = await patient.wait_for_message(
+        room_id, sender=bot_env.bot_user, predicate=lambda e: "frobnicate" in e.content.body
+    )
+    assert "\n" not in error.content.body.strip()
+    assert "Unknown command" in error.content.body
