@@ -344,7 +344,9 @@ def parse_config(data: object, env: Mapping[str, str], base_dir: Path) -> Config
     )
     consent = ConsentConfig(
         terms=r.text("consent.terms", DEFAULT_TERMS, "the consent form text", nonempty=True),
-        version=r.text("consent.version", "1", "a version name like 2026-01", nonempty=True),
+        version=r.text(
+            "consent.version", "1", "a version name like 2026-01", nonempty=True, numbers_ok=True
+        ),
         valid_days=r.integer("consent.valid_days", 365, 1, 36500),
         default_hours=r.text(
             "consent.default_hours",
@@ -522,7 +524,7 @@ class _Reader:
             )
 
     def raw(self, key: str) -> object:
-        """The value for `key`: a secret's environment variable first, then the file."""
+        """The value for `key`: a secret's variable (or _FILE) first, then the file."""
         section, name = key.split(".")
         if key in SECRET_KEYS:
             var = env_var(key)
@@ -552,6 +554,7 @@ class _Reader:
         check: Callable[[str], bool] | None = None,
         nonempty: bool = False,
         placeholder: bool = False,
+        numbers_ok: bool = False,
     ) -> str:
         """A string; `default` when absent, a problem when absent with no default."""
         value = self.raw(key)
@@ -563,11 +566,7 @@ class _Reader:
                 hint = f" (or {env_var(key)})" if secret else ""
                 self.problem(key, f"missing; expected {expected}{hint}")
             return default or ""
-        if (
-            key == "consent.version"
-            and isinstance(value, int | float)
-            and not isinstance(value, bool)
-        ):
+        if numbers_ok and isinstance(value, int | float) and not isinstance(value, bool):
             value = str(value)  # `version: 2` is a fine version name
         if not isinstance(value, str):
             self.problem(key, f"got {_kind(value)}; expected {expected}")

@@ -70,11 +70,13 @@ class AuditFilter:
 
 @dataclass(frozen=True)
 class VerifyResult:
+    """Outcome of `AuditLog.verify()`; `rows` counts every row read, broken or not."""
+
     ok: bool
     rows: int
     first_broken_seq: int | None
-    head_hash: str | None = None
-    """Hash of the last row of the intact prefix (GENESIS for an empty log)."""
+    head_hash: str = GENESIS_HASH
+    """Hash of the last row of the intact prefix: record it elsewhere to catch a cut tail."""
 
 
 def _record(row: Mapping[str, Any]) -> AuditRecord:

@@ -37,16 +37,21 @@ from bot.matrix.facts import trust_name
 
 log = logging.getLogger("chaperone.matrix")
 
-SYNC_FILTER = {
+TIMELINE_LIMIT = 100
+
+
+def sync_filter(timeline_limit: int) -> dict[str, Any]:
+    """No lazy-loaded members (key sharing needs full lists) and a long timeline per room."""
+    return {
     "room": {
-        "timeline": {"limit": 100, "lazy_load_members": False},
+        "timeline": {"limit": timeline_limit, "lazy_load_members": False},
         "state": {"lazy_load_members": False},
         "ephemeral": {"not_types": ["*"]},
         "account_data": {"not_types": ["*"]},
     },
     "presence": {"not_types": ["*"]},
     "account_data": {"not_types": ["*"]},
-}
+    }
 # Creators of a v12 room are above every power level and not listed in m.room.power_levels.
 CREATOR_POWER = 10**9
 
@@ -86,8 +91,15 @@ class TokenBox:
 
 
 class MatrixGateway:
-    def __init__(self, config: Config, dbs: Databases, identity: IdentityStore) -> None:
+    def __init__(
+        self,
+        config: Config,
+        dbs: Databases,
+        identity: IdentityStore,
+        timeline_limit: int | None = None,
+    ) -> None:
         self.config = config
+        self.timeline_limit = timeline_limit or TIMELINE_LIMIT
         self.user_id = UserID(config.bot.user_id)
         self.crypto_store = PgCryptoStore(self.user_id, config.encryption.pickle_key, dbs.crypto)
         self.state_store = PgCryptoStateStore(dbs.state)
@@ -129,7 +141,7 @@ class MatrixGateway:
         await machine.share_keys()
         self.machine = machine
         await self._cross_sign()
-        self._filter_id = str(await self.client.create_filter(Filter.deserialize(SYNC_FILTER)))
+        self._filter_id = str(await self.client.create_filter(Filter.deserialize(sync_filter(self.timeline_limit))))
         log.info("Connected as %s, device %s", self.user_id, self.client.device_id)
 
     async def _authenticate(self, stored_device: str | None) -> None:

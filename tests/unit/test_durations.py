@@ -35,9 +35,27 @@ def test_parse_duration(text: str, seconds: int) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["", " ", "5x", "0m", "0s", "-5m", "+5m", "1.5h", "m", "10", "1M", "1H", "1 h", "1h30m",
-     "h1", "１h", "5m\n5m", "off"],
-)  # fmt: skip
+    [
+        "",
+        " ",
+        "5x",
+        "0m",
+        "0s",
+        "-5m",
+        "+5m",
+        "1.5h",
+        "m",
+        "10",
+        "1M",
+        "1H",
+        "1 h",
+        "1h30m",
+        "h1",
+        "１h",
+        "5m\n5m",
+        "off",
+    ],
+)
 def test_parse_duration_refuses(text: str) -> None:
     with pytest.raises(ValueError) as caught:
         parse_duration(text)

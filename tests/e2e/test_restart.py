@@ -1,0 +1,94 @@
+"""Restarts: the same device afterwards, and nothing lost or doubled after a SIGKILL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import asyncpg
+
+from tests.e2e.bot_env import BotEnv, BotProcess, RunningBot
+from tests.e2e.test_foundation import staffed_room, wait_rows
+from tests.fixtures_synapse import MakeE2EEUser
+
+
+async def test_restart_keeps_device_and_decrypts_new_messages(
+    bot_env: BotEnv, e2ee_user: MakeE2EEUser, db_url: str
+) -> None:
+    bot = await RunningBot(bot_env.config).start()
+    staff, patient, room_id = await staffed_room(bot_env, e2ee_user, bot)
+    first_device = bot.app.gateway.device_id
+    await bot.stop()
+
+    bot = await RunningBot(bot_env.config).start()
+    try:
+        assert bot.app.gateway.device_id == first_device
+        event_id = await patient.send_text(room_id, "after the restart")
+        rows = await wait_rows(db_url, "message.sent", event_id=event_id)
+        assert len(rows) == 1
+        await patient.send_text(room_id, "!chaperone help")
+        reply = await patient.wait_for_message(room_id, sender=bot_env.bot_user)
+        assert "help" in reply.content.body
+    finally:
+        await bot.stop()
+    started = await wait_rows(db_url, "bot.started", count=2)
+    assert {r["details"] for r in started} and len(started) == 2
+
+
+async def test_sigkill_while_messages_arrive_loses_nothing_and_doubles_nothing(
+    bot_env: BotEnv, e2ee_user: MakeE2EEUser, db_url: str
+) -> None:
+    proc = BotProcess(bot_env.config_path, bot_env.data_dir.parent / "bot.log")
+    proc.start()
+    try:
+        await wait_rows(db_url, "bot.started", timeout=30)
+        staff = await e2ee_user(credentials=bot_env.staff)
+        patient = await e2ee_user("patient")
+        room_id = await staff.create_room(invite=[bot_env.bot_user, patient.user_id])
+        await patient.wait_for_membership(room_id, patient.user_id, "invite")
+        await patient.join(room_id)
+        await staff.wait_for_membership(room_id, bot_env.bot_user, "join", timeout=30)
+
+        sent = []
+        for i in range(30):
+            sent.append(await patient.send_text(room_id, f"message {i}"))
+            if i == 12:
+                proc.kill()  # mid-stream, no chance to flush anything
+        proc.start()
+        for i in range(30, 35):
+            sent.append(await patient.send_text(room_id, f"message {i}"))
+
+        rows = await wait_rows(db_url, "message.sent", count=len(sent), timeout=60,
+                               actor=patient.user_id)
+        audited = [r["event_id"] for r in rows]
+        assert sorted(audited) == sorted(sent)  # every message, each exactly once
+        assert proc.terminate() == 0
+    finally:
+        proc.cleanup()
+    conn = await asyncpg.connect(db_url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM pending_decryption") == 0
+    finally:
+        await conn.close()
+    assert os.path.exists(bot_env.data_dir / "recovery-key.txt")
+
+
+async def test_messages_sent_while_down_are_paged_back_from_a_limited_timeline(
+    bot_env: BotEnv, e2ee_user: MakeE2EEUser, db_url: str, monkeypatch, caplog
+) -> None:
+    import bot.matrix.gateway as gateway
+
+    caplog.set_level("INFO", logger="chaperone")
+    monkeypatch.setattr(gateway, "TIMELINE_LIMIT", 3)  # so 15 missed messages arrive limited
+    bot = await RunningBot(bot_env.config).start()
+    staff, patient, room_id = await staffed_room(bot_env, e2ee_user, bot)
+    await bot.stop()
+
+    sent = [await patient.send_text(room_id, f"while you were away {i}") for i in range(15)]
+    bot = await RunningBot(bot_env.config).start()
+    try:
+        rows = await wait_rows(db_url, "message.sent", count=15, actor=patient.user_id)
+        assert sorted(r["event_id"] for r in rows) == sorted(sent)
+        assert any("Back-filled" in r.getMessage() for r in caplog.records)
+    finally:
+        await bot.stop()
