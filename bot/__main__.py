@@ -98,7 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     export = with_config(audit.add_parser("export", help="export rows as JSON Lines or CSV"))
     export.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
     export.add_argument(
-        "filters", nargs="*", metavar="FILTER",
+        "filters",
+        nargs="*",
+        metavar="FILTER",
         help="room=!id:server user=@u:server action=message.sent since=2026-11-01 until=...",
     )
     export.set_defaults(func=cmd_audit_export)

@@ -15,9 +15,9 @@ from bot.config import Config
 from bot.db.audit import AuditEntry, AuditLog
 from bot.db.database import Databases, EmbeddedPostgres, open_databases
 from bot.db.identity import IdentityStore
+from bot.db.pending_decryption import PendingDecryption
 from bot.db.rooms import RoomsRepo
 from bot.db.staff import StaffRepo
-from bot.db.pending_decryption import PendingDecryption
 from bot.db.sync_state import SyncState
 from bot.matrix.gateway import MatrixGateway
 from bot.service.access import AccessService
@@ -61,15 +61,27 @@ class Chaperone:
             self.config, self.registry, self.gateway, self.access, services=self
         )
         self.pipeline = EventPipeline(
-            self.config, self.gateway, self.audit, self.sync_state, self.pending, self.rooms,
-            self.access, self.commands,
+            self.config,
+            self.gateway,
+            self.audit,
+            self.sync_state,
+            self.pending,
+            self.rooms,
+            self.access,
+            self.commands,
         )
         self.sync_loop = SyncLoop(self.gateway, self.pipeline, self.sync_state, self.started_at)
         self.retrier = DecryptionRetrier(self.gateway, self.pipeline, self.pending)
-        await self.audit.append([AuditEntry(
-            actor="system", action="bot.started", subject=self.config.bot.user_id,
-            details={"version": __version__, "device_id": self.gateway.device_id},
-        )])
+        await self.audit.append(
+            [
+                AuditEntry(
+                    actor="system",
+                    action="bot.started",
+                    subject=self.config.bot.user_id,
+                    details={"version": __version__, "device_id": self.gateway.device_id},
+                )
+            ]
+        )
         self.tasks = [
             asyncio.create_task(self.sync_loop.run(), name="sync"),
             asyncio.create_task(self.retrier.run(), name="decryption-retry"),
@@ -79,7 +91,9 @@ class Chaperone:
         await self.start()
         try:
             waiter = asyncio.create_task(stop.wait())
-            done, _ = await asyncio.wait([waiter, *self.tasks], return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                [waiter, *self.tasks], return_when=asyncio.FIRST_COMPLETED
+            )
             for task in done:
                 if task is not waiter and task.exception():
                     raise task.exception()  # type: ignore[misc]
@@ -95,9 +109,15 @@ class Chaperone:
         self.tasks = []
         if self.dbs is not None:
             with contextlib.suppress(Exception):
-                await self.audit.append([AuditEntry(
-                    actor="system", action="bot.stopped", subject=self.config.bot.user_id,
-                )])
+                await self.audit.append(
+                    [
+                        AuditEntry(
+                            actor="system",
+                            action="bot.stopped",
+                            subject=self.config.bot.user_id,
+                        )
+                    ]
+                )
             with contextlib.suppress(Exception):
                 await self.gateway.close()
             await self.dbs.close()
@@ -110,10 +130,12 @@ class Chaperone:
         lag = self.sync_loop.lag_seconds()
         first = self.sync_loop.first_batch_seconds
         return [
-            f"Chaperone {__version__} as {self.config.bot.user_id}, device {self.gateway.device_id}",
+            f"Chaperone {__version__} as {self.config.bot.user_id}, "
+            f"device {self.gateway.device_id}",
             f"Up {time.monotonic() - self.started_at:.0f} s; first sync processed "
             + (f"{first:.2f} s after start" if first is not None else "not yet"),
-            "Sync: " + (f"last batch {lag:.1f} s ago" if lag is not None else "not synced yet")
+            "Sync: "
+            + (f"last batch {lag:.1f} s ago" if lag is not None else "not synced yet")
             + (f"; last error {self.sync_loop.last_error}" if self.sync_loop.last_error else ""),
             f"Managed rooms: {len(await self.rooms.managed())}",
             f"Messages waiting for keys: {len(await self.pending.all())}; "

@@ -17,10 +17,17 @@ import yaml
 from bot.config import load_config
 
 DEMO_USERS = ("admin", "therapist", "patient")
+ENCRYPTION_STATE: dict[str, Any] = {
+    "type": "m.room.encryption",
+    "state_key": "",
+    "content": {"algorithm": "m.megolm.v1.aes-sha2"},
+}
 BOT_LOCALPART = "chaperone"
 
 
-def demo_config(base_url: str, server_name: str, bot_password: str, data_dir: Path) -> dict[str, Any]:
+def demo_config(
+    base_url: str, server_name: str, bot_password: str, data_dir: Path
+) -> dict[str, Any]:
     """A complete config for the demo; secrets are fresh random values."""
     return {
         "homeserver": {"url": base_url},
@@ -65,9 +72,11 @@ async def run_demo(data_dir_arg: str | None) -> int:
         await synapse.register(BOT_LOCALPART, bot_password)
 
         config_path = data_dir / "config.yaml"
-        config_path.write_text(yaml.safe_dump(
-            demo_config(synapse.base_url, synapse.server_name, bot_password, data_dir)
-        ))
+        config_path.write_text(
+            yaml.safe_dump(
+                demo_config(synapse.base_url, synapse.server_name, bot_password, data_dir)
+            )
+        )
         config_path.chmod(0o600)
         config = load_config(config_path)
         setup_logging("WARNING", config.secret_values())
@@ -85,12 +94,15 @@ Chaperone demo is running. Nothing leaves this machine.
 """)
         for name in DEMO_USERS:
             print(f"  user {synapse.user_id(name):28} password {passwords[name]}")
-        print(f"""
+        print(
+            f"""
 Log in with Element (Element Desktop, or Element Web served locally): choose "Edit" next to
 the homeserver, enter {synapse.base_url}, then sign in as one of the users above. In the demo
 room send "{config.bot.command_prefix} help".
 Config used: {config_path}    Press Ctrl-C to stop everything.
-DEMO READY""", flush=True)
+DEMO READY""",
+            flush=True,
+        )
         await bot_task
     finally:
         if bot is not None:
@@ -105,23 +117,20 @@ DEMO READY""", flush=True)
 async def _make_demo_room(synapse: Any, passwords: dict[str, str]) -> str:
     """The admin creates the encrypted room and invites everyone; the others join."""
     from mautrix.client import ClientAPI
-    from mautrix.types import EventType, RoomID, UserID
+    from mautrix.types import RoomID, UserID
 
     apis: dict[str, ClientAPI] = {}
     try:
         for name in DEMO_USERS:
             token, device = await synapse.login(synapse.user_id(name), passwords[name])
-            apis[name] = ClientAPI(UserID(synapse.user_id(name)), base_url=synapse.base_url,
-                                   token=token)
+            apis[name] = ClientAPI(
+                UserID(synapse.user_id(name)), base_url=synapse.base_url, token=token
+            )
         room_id = await apis["admin"].create_room(
             name="Chaperone demo",
             invitees=[UserID(synapse.user_id(n)) for n in ("therapist", "patient")]
             + [UserID(synapse.user_id(BOT_LOCALPART))],
-            initial_state=[{
-                "type": str(EventType.ROOM_ENCRYPTION),
-                "state_key": "",
-                "content": {"algorithm": "m.megolm.v1.aes-sha2"},
-            }],
+            initial_state=[ENCRYPTION_STATE],
         )
         for name in ("therapist", "patient"):
             await apis[name].join_room_by_id(RoomID(room_id))

@@ -90,10 +90,16 @@ def power_level_changes(content: dict[str, Any], prev: dict[str, Any]) -> dict[s
     return changes
 
 
-def facts_from_event(raw: dict[str, Any], *, trust: str = "unknown", encrypted: bool = False) -> Fact | None:
+def facts_from_event(
+    raw: dict[str, Any], *, trust: str = "unknown", encrypted: bool = False
+) -> Fact | None:
     """A plain fact from a (decrypted) raw timeline event, or None when it is not audited."""
     etype = raw.get("type")
-    room_id, event_id, sender = raw.get("room_id", ""), raw.get("event_id", ""), raw.get("sender", "")
+    room_id, event_id, sender = (
+        raw.get("room_id", ""),
+        raw.get("event_id", ""),
+        raw.get("sender", ""),
+    )
     content = raw.get("content") or {}
     if etype == "m.room.message":
         body = content.get("body")
@@ -123,5 +129,7 @@ def facts_from_event(raw: dict[str, Any], *, trust: str = "unknown", encrypted: 
         return PowerLevelsFact(room_id, event_id, sender, power_level_changes(content, prev))
     if etype == "m.room.redaction":
         redacts = content.get("redacts") or raw.get("redacts")
-        return RedactionFact(room_id, event_id, sender, redacts if isinstance(redacts, str) else None)
+        return RedactionFact(
+            room_id, event_id, sender, redacts if isinstance(redacts, str) else None
+        )
     return None

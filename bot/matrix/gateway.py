@@ -9,7 +9,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import mautrix.util.logging  # noqa: F401  (installs TraceLogger before any mau.* logger exists)
 from mautrix.client import Client
@@ -18,13 +18,19 @@ from mautrix.crypto import OlmMachine
 from mautrix.crypto.store.asyncpg import PgCryptoStateStore, PgCryptoStore
 from mautrix.errors import DecryptionError, MForbidden, MUnknownToken, SessionNotFound
 from mautrix.types import (
+    JSON,
+    DeviceID,
     EncryptedEvent,
     EventType,
     Filter,
-    PaginationDirection,
-    RoomID,
-    TextMessageEventContent,
+    FilterID,
     MessageType,
+    PaginationDirection,
+    PowerLevelStateEventContent,
+    RoomID,
+    SessionID,
+    SyncToken,
+    TextMessageEventContent,
     UserID,
 )
 from nacl.exceptions import CryptoError
@@ -43,15 +49,17 @@ TIMELINE_LIMIT = 100
 def sync_filter(timeline_limit: int) -> dict[str, Any]:
     """No lazy-loaded members (key sharing needs full lists) and a long timeline per room."""
     return {
-    "room": {
-        "timeline": {"limit": timeline_limit, "lazy_load_members": False},
-        "state": {"lazy_load_members": False},
-        "ephemeral": {"not_types": ["*"]},
+        "room": {
+            "timeline": {"limit": timeline_limit, "lazy_load_members": False},
+            "state": {"lazy_load_members": False},
+            "ephemeral": {"not_types": ["*"]},
+            "account_data": {"not_types": ["*"]},
+        },
+        "presence": {"not_types": ["*"]},
         "account_data": {"not_types": ["*"]},
-    },
-    "presence": {"not_types": ["*"]},
-    "account_data": {"not_types": ["*"]},
     }
+
+
 # Creators of a v12 room are above every power level and not listed in m.room.power_levels.
 CREATOR_POWER = 10**9
 
@@ -128,8 +136,11 @@ class MatrixGateway:
         stored_device = await self.crypto_store.get_device_id()
         await self._authenticate(stored_device)
         if stored_device and stored_device != self.client.device_id:
-            log.warning("Device changed from %s to %s; clearing old crypto state",
-                        stored_device, self.client.device_id)
+            log.warning(
+                "Device changed from %s to %s; clearing old crypto state",
+                stored_device,
+                self.client.device_id,
+            )
             await self.crypto_store.delete()
         machine = OlmMachine(self.client, self.crypto_store, self.state_store)
         self.client.crypto = machine
@@ -141,7 +152,11 @@ class MatrixGateway:
         await machine.share_keys()
         self.machine = machine
         await self._cross_sign()
-        self._filter_id = str(await self.client.create_filter(Filter.deserialize(sync_filter(self.timeline_limit))))
+        self._filter_id = str(
+            await self.client.create_filter(
+                Filter.deserialize(cast(JSON, sync_filter(self.timeline_limit)))
+            )
+        )
         log.info("Connected as %s, device %s", self.user_id, self.client.device_id)
 
     async def _authenticate(self, stored_device: str | None) -> None:
@@ -149,7 +164,7 @@ class MatrixGateway:
         if bot.access_token:
             self.client.api.token = bot.access_token
             whoami = await self.client.whoami()
-            self.client.device_id = whoami.device_id
+            self.client.device_id = DeviceID(whoami.device_id or "")
             return
         stored = await self.identity.get(self.user_id)
         if stored and stored.access_token and stored.device_id == stored_device:
@@ -158,7 +173,7 @@ class MatrixGateway:
                 self.client.api.token = token
                 try:
                     whoami = await self.client.whoami()
-                    self.client.device_id = whoami.device_id
+                    self.client.device_id = DeviceID(whoami.device_id or "")
                     return
                 except MUnknownToken:
                     log.info("Stored access token no longer valid; logging in again")
@@ -182,7 +197,8 @@ class MatrixGateway:
         if await self.machine.get_own_cross_signing_public_keys():
             log.error(
                 "The bot account already has cross-signing keys but no recovery key is configured"
-                " (encryption.recovery_key or %s); the device stays unverified", path
+                " (encryption.recovery_key or %s); the device stays unverified",
+                path,
             )
             return
         recovery_key = await self.machine.generate_recovery_key()
@@ -190,8 +206,11 @@ class MatrixGateway:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(recovery_key + "\n")
-        log.warning("Bootstrapped cross-signing; the recovery key was written to %s — keep it "
-                    "safe and set encryption.recovery_key", path)
+        log.warning(
+            "Bootstrapped cross-signing; the recovery key was written to %s — keep it "
+            "safe and set encryption.recovery_key",
+            path,
+        )
 
     async def _on_withheld(self, evt: Any) -> None:
         session_id = getattr(evt.content, "session_id", None)
@@ -202,7 +221,11 @@ class MatrixGateway:
 
     async def sync(self, since: str | None, timeout_ms: int) -> SyncBatch:
         """One /sync, with its crypto side (keys, device lists) handled before we return."""
-        raw = await self.client.sync(since=since, timeout=timeout_ms, filter_id=self._filter_id)
+        raw = await self.client.sync(
+            since=SyncToken(since) if since else None,
+            timeout=timeout_ms,
+            filter_id=FilterID(self._filter_id) if self._filter_id else None,
+        )
         # Let mautrix's own handlers (to-device room keys, OTK counts, device lists, state store)
         # finish before any timeline event is looked at, so keys from this batch can be used.
         tasks = self.client.handle_sync(raw)
@@ -235,13 +258,19 @@ class MatrixGateway:
         token: str | None = prev_batch
         while token:
             page = await self.client.get_messages(
-                RoomID(room_id), PaginationDirection.BACKWARD, from_token=token, to_token=since,
+                RoomID(room_id),
+                PaginationDirection.BACKWARD,
+                from_token=SyncToken(token),
+                to_token=SyncToken(since),
                 limit=100,
             )
-            if not page.events:
+            # PaginatedMessages is a functional NamedTuple that mypy cannot see into.
+            events: list[Any] = cast(Any, page).events
+            end: str | None = cast(Any, page).end
+            if not events:
                 break
-            older.extend(evt.serialize() for evt in page.events)
-            token = page.end if page.end and page.end != token else None
+            older.extend(evt.serialize() for evt in events)
+            token = end if end and end != token else None
         older.reverse()
         log.info("Back-filled %d events in %s after a limited sync", len(older), room_id)
         return older
@@ -251,7 +280,7 @@ class MatrixGateway:
     async def decrypt(self, raw: dict[str, Any]) -> Decrypted:
         """Decrypt a megolm event; raises SessionNotFound when the key has not arrived yet."""
         assert self.machine is not None
-        evt = EncryptedEvent.deserialize(raw)
+        evt = EncryptedEvent.deserialize(cast(JSON, raw))
         try:
             result = await self.machine.decrypt_megolm_event(evt)
         except SessionNotFound:
@@ -274,12 +303,17 @@ class MatrixGateway:
         if not devices:
             return
         await self.machine.request_room_key(
-            RoomID(raw["room_id"]), content.get("sender_key"), content.get("session_id"),
-            devices, timeout=0,
+            RoomID(raw["room_id"]),
+            content.get("sender_key"),
+            content.get("session_id"),
+            devices,
+            timeout=0,
         )
 
     async def session_known(self, room_id: str, session_id: str) -> bool:
-        return bool(await self.crypto_store.has_group_session(RoomID(room_id), session_id))
+        return bool(
+            await self.crypto_store.has_group_session(RoomID(room_id), SessionID(session_id))
+        )
 
     # -- acting on the homeserver -----------------------------------------------------------
 
@@ -316,7 +350,10 @@ class MatrixGateway:
             return CREATOR_POWER
         levels = await self.state_store.get_power_levels(RoomID(room_id))
         if levels is None:
-            levels = await self.client.get_state_event(RoomID(room_id), EventType.ROOM_POWER_LEVELS)
+            fetched = await self.client.get_state_event(
+                RoomID(room_id), EventType.ROOM_POWER_LEVELS
+            )
+            levels = cast(PowerLevelStateEventContent, fetched)
         return int(levels.get_user_level(UserID(user_id)))
 
     async def _create_content(self, room_id: str) -> dict[str, Any] | None:

@@ -49,8 +49,11 @@ def parse_filters(words: Sequence[str]) -> AuditFilter:
     if since and until and since >= until:
         raise FilterError("since must be before until")
     return AuditFilter(
-        room_id=values.get("room"), user=values.get("user"), action=values.get("action"),
-        since=since, until=until,
+        room_id=values.get("room"),
+        user=values.get("user"),
+        action=values.get("action"),
+        since=since,
+        until=until,
     )
 
 

@@ -6,8 +6,8 @@ import logging
 import secrets
 from typing import Any
 
-from bot.config import Config
 from bot.commands.registry import CommandContext, CommandRegistry, CommandUsageError
+from bot.config import Config
 from bot.db.audit import AuditEntry
 from bot.matrix.facts import MessageFact
 from bot.matrix.gateway import MatrixGateway
@@ -64,9 +64,11 @@ class CommandService:
             trust=fact.trust,
             admin_min_trust=self.config.bot.admin_min_trust,
         )
-        audit_base = dict(
-            actor=fact.sender, room_id=fact.room_id, event_id=fact.event_id, subject=None
-        )
+        audit_base: dict[str, Any] = {
+            "actor": fact.sender,
+            "room_id": fact.room_id,
+            "event_id": fact.event_id,
+        }
         details: dict[str, Any] = {
             "command": spec.name,
             "args": _masked(words, line.options, spec.secret_options),
@@ -75,8 +77,13 @@ class CommandService:
         }
         if not decision.allowed:
             await self.reply(fact, f"⛔ {spec.name}: {decision.reason}.")
-            return [AuditEntry(action="command.denied", details={**details,
-                               "reason": decision.reason}, **audit_base)]
+            return [
+                AuditEntry(
+                    action="command.denied",
+                    details={**details, "reason": decision.reason},
+                    **audit_base,
+                )
+            ]
         try:
             args = spec.parse_args(words, line.options)
         except CommandUsageError as e:
@@ -102,8 +109,11 @@ class CommandService:
             reply = f"❌ {spec.name} failed because of an internal error (reference {ref})."
             outcome = f"error {ref}"
         await self.reply(fact, reply)
-        return [AuditEntry(action="command.executed", details={**details, "outcome": outcome},
-                           **audit_base)]
+        return [
+            AuditEntry(
+                action="command.executed", details={**details, "outcome": outcome}, **audit_base
+            )
+        ]
 
     async def reply(self, fact: MessageFact, text: str) -> None:
         try:
@@ -113,7 +123,9 @@ class CommandService:
             log.exception("Could not reply in %s (ref %s)", fact.room_id, ref)
 
 
-def _masked(words: tuple[str, ...], options: dict[str, str], secret: frozenset[str]) -> dict[str, Any]:
+def _masked(
+    words: tuple[str, ...], options: dict[str, str], secret: frozenset[str]
+) -> dict[str, Any]:
     masked = {
         k: ("***" if k in secret or k in SECRET_OPTION_NAMES else v) for k, v in options.items()
     }

@@ -7,11 +7,12 @@ import asyncio
 import logging
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 from mautrix.errors import DecryptionError, SessionNotFound
 
-from bot.db.pending_decryption import PendingDecryption
 from bot.db.database import transaction
+from bot.db.pending_decryption import PendingDecryption
 from bot.matrix.gateway import MatrixGateway
 from bot.service.pipeline import BatchOutcome, EventPipeline
 
@@ -75,7 +76,7 @@ class DecryptionRetrier:
                 await self.gateway.request_key(raw)
                 await self.pending.reschedule(row.event_id, now, 1)
 
-    async def _process(self, raw: dict) -> None:
+    async def _process(self, raw: dict[str, Any]) -> None:
         outcome = BatchOutcome()
         try:
             decrypted = await self.gateway.decrypt(raw)
@@ -87,10 +88,11 @@ class DecryptionRetrier:
         )
         await self._commit(raw["event_id"], outcome)
 
-    async def _fail(self, raw: dict, reason: str) -> None:
+    async def _fail(self, raw: dict[str, Any], reason: str) -> None:
         self.failures += 1
-        log.warning("Giving up decrypting %s in %s: %s", raw.get("event_id"), raw.get("room_id"),
-                    reason)
+        log.warning(
+            "Giving up decrypting %s in %s: %s", raw.get("event_id"), raw.get("room_id"), reason
+        )
         outcome = BatchOutcome(entries=[self.pipeline.decryption_failed(raw, reason)])
         await self._commit(raw["event_id"], outcome)
 
@@ -99,7 +101,7 @@ class DecryptionRetrier:
             await self.pipeline.audit.append(outcome.entries)
             await self.pending.remove(event_id)
 
-    async def _tell_withheld(self, raw: dict, code: str) -> None:
+    async def _tell_withheld(self, raw: dict[str, Any], code: str) -> None:
         sender = raw.get("sender", "")
         device = raw.get("content", {}).get("device_id", "?")
         key = (sender, device)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from datetime import UTC, datetime
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from mautrix.errors import DecryptionError, SessionNotFound
@@ -15,8 +15,8 @@ from mautrix.errors import DecryptionError, SessionNotFound
 from bot.config import Config
 from bot.db.audit import AuditEntry, AuditLog
 from bot.db.database import transaction
-from bot.db.rooms import RoomsRepo
 from bot.db.pending_decryption import PendingDecryption
+from bot.db.rooms import RoomsRepo
 from bot.db.sync_state import SyncState
 from bot.matrix.facts import (
     MembershipFact,
@@ -117,11 +117,17 @@ class EventPipeline:
             outcome.pending.append(raw)
             return
         except DecryptionError as e:
-            log.warning("Could not decrypt %s in %s: %s", raw.get("event_id"), raw.get("room_id"),
-                        type(e).__name__)
+            log.warning(
+                "Could not decrypt %s in %s: %s",
+                raw.get("event_id"),
+                raw.get("room_id"),
+                type(e).__name__,
+            )
             outcome.entries.append(self.decryption_failed(raw, type(e).__name__))
             return
-        await self.handle_plain_event(decrypted.raw, outcome, encrypted=True, trust=decrypted.trust)
+        await self.handle_plain_event(
+            decrypted.raw, outcome, encrypted=True, trust=decrypted.trust
+        )
 
     async def handle_plain_event(
         self, raw: dict[str, Any], outcome: BatchOutcome, *, encrypted: bool, trust: str
@@ -133,13 +139,23 @@ class EventPipeline:
             outcome.entries += await self.handle_membership(fact)
         elif isinstance(fact, PowerLevelsFact):
             outcome.entries.append(
-                AuditEntry(actor=fact.sender, action="power_levels.changed", room_id=fact.room_id,
-                           event_id=fact.event_id, details={"changes": fact.changes})
+                AuditEntry(
+                    actor=fact.sender,
+                    action="power_levels.changed",
+                    room_id=fact.room_id,
+                    event_id=fact.event_id,
+                    details={"changes": fact.changes},
+                )
             )
         elif isinstance(fact, RedactionFact):
             outcome.entries.append(
-                AuditEntry(actor=fact.sender, action="message.redacted", room_id=fact.room_id,
-                           event_id=fact.event_id, details={"redacts": fact.redacts})
+                AuditEntry(
+                    actor=fact.sender,
+                    action="message.redacted",
+                    room_id=fact.room_id,
+                    event_id=fact.event_id,
+                    details={"redacts": fact.redacts},
+                )
             )
 
     async def handle_message(self, fact: MessageFact) -> list[AuditEntry]:

@@ -60,8 +60,7 @@ class SyncLoop:
             self.batches += 1
             if self.first_batch_seconds is None:
                 self.first_batch_seconds = self.last_success - self.started_at
-                log.info("First sync batch processed %.2f s after start",
-                         self.first_batch_seconds)
+                log.info("First sync batch processed %.2f s after start", self.first_batch_seconds)
                 self.first_batch_done.set()
 
     def lag_seconds(self) -> float | None:

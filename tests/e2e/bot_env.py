@@ -48,8 +48,13 @@ class BotEnv:
 
 
 def base_config(
-    synapse: SynapseServer, db_url: str, data_dir: Path, bot_user: str, bot_password: str,
-    admins: list[str], staff: list[str],
+    synapse: SynapseServer,
+    db_url: str,
+    data_dir: Path,
+    bot_user: str,
+    bot_password: str,
+    admins: list[str],
+    staff: list[str],
 ) -> dict[str, Any]:
     return {
         "homeserver": {"url": synapse.base_url},
@@ -78,7 +83,9 @@ class RunningBot:
     async def start(self, timeout: float = 30) -> RunningBot:
         self._task = asyncio.create_task(self.app.run_until_stopped(self._stop))
         deadline = asyncio.get_running_loop().time() + timeout
-        while not hasattr(self.app, "sync_loop") or not self.app.sync_loop.first_batch_done.is_set():
+        while (
+            not hasattr(self.app, "sync_loop") or not self.app.sync_loop.first_batch_done.is_set()
+        ):
             if self._task.done():
                 self._task.result()
             if asyncio.get_running_loop().time() > deadline:
@@ -104,7 +111,9 @@ class BotProcess:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bot", "run", "-c", str(self.config_path)],
-            stdout=log, stderr=subprocess.STDOUT, env={**os.environ},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ},
         )
         log.close()
 

@@ -19,9 +19,13 @@ async def bot_env(
     admin = await make_user("admin")
     staff = await make_user("therapist")
     config_path = tmp_path / "config.yaml"
-    config_path.write_text(yaml.safe_dump(base_config(
-        synapse, db_url, tmp_path / "data", bot_user, bot_password, [admin[0]], [staff[0]]
-    )))
+    config_path.write_text(
+        yaml.safe_dump(
+            base_config(
+                synapse, db_url, tmp_path / "data", bot_user, bot_password, [admin[0]], [staff[0]]
+            )
+        )
+    )
     return BotEnv(synapse, tmp_path / "data", config_path, bot_user, admin, staff)
 
 

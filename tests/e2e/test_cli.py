@@ -25,12 +25,18 @@ def chaperone(*args: str) -> subprocess.CompletedProcess[str]:
 async def thirty_rows(db_url: str) -> None:
     dbs = await open_databases(db_url)
     try:
-        await AuditLog(dbs.main).append([
-            AuditEntry(actor=f"@u{i % 3}:localhost", action="message.sent" if i % 2 else
-                       "member.joined", room_id="!r:localhost", event_id=f"$e{i}",
-                       details={"n": i})
-            for i in range(30)
-        ])
+        await AuditLog(dbs.main).append(
+            [
+                AuditEntry(
+                    actor=f"@u{i % 3}:localhost",
+                    action="message.sent" if i % 2 else "member.joined",
+                    room_id="!r:localhost",
+                    event_id=f"$e{i}",
+                    details={"n": i},
+                )
+                for i in range(30)
+            ]
+        )
     finally:
         await dbs.close()
 
@@ -40,9 +46,11 @@ async def test_append_only_and_verify_names_the_tampered_row(
 ) -> None:
     conn = await asyncpg.connect(db_url)
     try:
-        for statement in ("UPDATE audit_log SET actor = 'x' WHERE seq = 3",
-                          "DELETE FROM audit_log WHERE seq = 3",
-                          "TRUNCATE audit_log"):
+        for statement in (
+            "UPDATE audit_log SET actor = 'x' WHERE seq = 3",
+            "DELETE FROM audit_log WHERE seq = 3",
+            "TRUNCATE audit_log",
+        ):
             with pytest.raises(asyncpg.RaiseError, match="append-only"):
                 await conn.execute(statement)
         assert await conn.fetchval("SELECT count(*) FROM audit_log") == 30
@@ -67,13 +75,26 @@ async def test_append_only_and_verify_names_the_tampered_row(
 async def test_export_filters_as_jsonl_and_csv(
     bot_env: BotEnv, db_url: str, thirty_rows: None
 ) -> None:
-    out = chaperone("audit", "export", "-c", str(bot_env.config_path),
-                    "action=message.sent", "user=@u1:localhost")
+    out = chaperone(
+        "audit",
+        "export",
+        "-c",
+        str(bot_env.config_path),
+        "action=message.sent",
+        "user=@u1:localhost",
+    )
     assert out.returncode == 0, out.stderr
     rows = [json.loads(line) for line in out.stdout.splitlines()]
     assert [r["event_id"] for r in rows] == [f"$e{i}" for i in range(30) if i % 2 and i % 3 == 1]
-    csv_out = chaperone("audit", "export", "-c", str(bot_env.config_path), "--format", "csv",
-                        "action=member.joined")
+    csv_out = chaperone(
+        "audit",
+        "export",
+        "-c",
+        str(bot_env.config_path),
+        "--format",
+        "csv",
+        "action=member.joined",
+    )
     lines = csv_out.stdout.strip().splitlines()
     assert lines[0].startswith("seq,") and len(lines) == 1 + 15
 
@@ -93,8 +114,15 @@ def test_check_config_lists_every_problem(tmp_path: Path) -> None:
     )
     result = chaperone("check-config", "-c", str(path))
     assert result.returncode == 2
-    for key in ("homeserver.url", "bot.user_id", "bot.password", "bot.comand_prefix",
-                "audit.hmac_key", "defaults.enforcement", "defaults.retention"):
+    for key in (
+        "homeserver.url",
+        "bot.user_id",
+        "bot.password",
+        "bot.comand_prefix",
+        "audit.hmac_key",
+        "defaults.enforcement",
+        "defaults.retention",
+    ):
         assert key in result.stderr, key
     assert "CHANGE_ME" not in result.stderr and "tooshort" not in result.stderr
 

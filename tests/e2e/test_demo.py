@@ -18,7 +18,9 @@ from bot.devtools.e2ee_client import E2EEClient
 async def test_demo_answers_help_and_stops_cleanly(tmp_path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "bot", "demo", "--data-dir", str(tmp_path / "demo")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     client = None
     try:

@@ -17,7 +17,8 @@ async def audit_rows(db_url: str, action: str, **where: str) -> list[asyncpg.Rec
         clauses = ["action = $1"] + [f"{k} = ${i + 2}" for i, k in enumerate(where)]
         return await conn.fetch(
             f"SELECT * FROM audit_log WHERE {' AND '.join(clauses)} ORDER BY seq",
-            action, *where.values(),
+            action,
+            *where.values(),
         )
     finally:
         await conn.close()
@@ -87,7 +88,9 @@ async def test_patient_message_is_audited_once_as_hmac_and_plaintext_is_nowhere(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
         )
         for t in tables:
-            dump = await conn.fetchval(f'SELECT coalesce(string_agg(x::text, \'\n\'), \'\') FROM "{t["table_name"]}" x')
+            dump = await conn.fetchval(
+                f"SELECT coalesce(string_agg(x::text, '\n'), '') FROM \"{t['table_name']}\" x"
+            )
             assert "7f3a9c" not in dump, f"plaintext found in {t['table_name']}"
     finally:
         await conn.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 
 import asyncpg
@@ -58,8 +57,9 @@ async def test_sigkill_while_messages_arrive_loses_nothing_and_doubles_nothing(
         for i in range(30, 35):
             sent.append(await patient.send_text(room_id, f"message {i}"))
 
-        rows = await wait_rows(db_url, "message.sent", count=len(sent), timeout=60,
-                               actor=patient.user_id)
+        rows = await wait_rows(
+            db_url, "message.sent", count=len(sent), timeout=60, actor=patient.user_id
+        )
         audited = [r["event_id"] for r in rows]
         assert sorted(audited) == sorted(sent)  # every message, each exactly once
         assert proc.terminate() == 0
