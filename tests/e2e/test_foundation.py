@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import asyncpg
 
@@ -76,8 +77,6 @@ async def test_patient_message_is_audited_once_as_hmac_and_plaintext_is_nowhere(
     assert len(rows) == 1
     row = rows[0]
     assert row["actor"] == patient.user_id
-    import json
-
     details = json.loads(row["details"])
     assert details["hmac"] == message_hmac(HMAC_KEY.encode(), secret_words)
     assert details["encrypted"] is True
@@ -97,7 +96,7 @@ async def test_patient_message_is_audited_once_as_hmac_and_plaintext_is_nowhere(
 
 
 async def test_help_lists_only_callers_commands_and_unknown_gets_one_line_error(
-    bot_env: BotEnv, running_bot: RunningBot, e2ee_user: MakeE2EEUser
+    bot_env: BotEnv, running_bot: RunningBot, e2ee_user: MakeE2EEUser, db_url: str
 ) -> None:
     staff, patient, room_id = await staffed_room(bot_env, e2ee_user, running_bot)
 
@@ -113,6 +112,14 @@ async def test_help_lists_only_callers_commands_and_unknown_gets_one_line_error(
         room_id, sender=bot_env.bot_user, predicate=lambda e: "role: staff" in e.content.body
     )
     assert "status" in staff_reply.content.body
+
+    await patient.send_text(room_id, "!chaperone status")
+    refused = await patient.wait_for_message(
+        room_id, sender=bot_env.bot_user, predicate=lambda e: "needs the" in e.content.body
+    )
+    assert "staff role" in refused.content.body
+    denied = await wait_rows(db_url, "command.denied", actor=patient.user_id)
+    assert len(denied) == 1 and json.loads(denied[0]["details"])["command"] == "status"
 
     await patient.send_text(room_id, "!chaperone frobnicate")
     error = await patient.wait_for_message(
