@@ -19,10 +19,13 @@ from bot.db.pending_decryption import PendingDecryption
 from bot.db.rooms import RoomsRepo
 from bot.db.staff import StaffRepo
 from bot.db.sync_state import SyncState
+from bot.matrix.effects import MatrixEffects
 from bot.matrix.gateway import MatrixGateway
 from bot.service.access import AccessService
+from bot.service.alerts import Alerts
 from bot.service.commands import CommandService
 from bot.service.decryption import DecryptionRetrier
+from bot.service.observers import Observer
 from bot.service.pipeline import EventPipeline
 from bot.service.sync_loop import SyncLoop
 
@@ -56,10 +59,13 @@ class Chaperone:
         self.staff = StaffRepo(main)
         self.gateway = MatrixGateway(self.config, self.dbs, IdentityStore(main))
         await self.gateway.connect()
+        self.effects = MatrixEffects(self.gateway, dry_run=self.config.bot.dry_run)
+        self.alerts = Alerts(self.config, self.effects)
         self.access = AccessService(self.config, self.staff, self.gateway)
         self.commands = CommandService(
-            self.config, self.registry, self.gateway, self.access, services=self
+            self.config, self.registry, self.gateway, self.effects, self.access, services=self
         )
+        self.observers: list[Observer] = []
         self.pipeline = EventPipeline(
             self.config,
             self.gateway,
@@ -69,9 +75,10 @@ class Chaperone:
             self.rooms,
             self.access,
             self.commands,
+            self.observers,
         )
         self.sync_loop = SyncLoop(self.gateway, self.pipeline, self.sync_state, self.started_at)
-        self.retrier = DecryptionRetrier(self.gateway, self.pipeline, self.pending)
+        self.retrier = DecryptionRetrier(self.gateway, self.effects, self.pipeline, self.pending)
         await self.audit.append(
             [
                 AuditEntry(

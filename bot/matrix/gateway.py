@@ -24,13 +24,11 @@ from mautrix.types import (
     EventType,
     Filter,
     FilterID,
-    MessageType,
     PaginationDirection,
     PowerLevelStateEventContent,
     RoomID,
     SessionID,
     SyncToken,
-    TextMessageEventContent,
     UserID,
 )
 from nacl.exceptions import CryptoError
@@ -327,16 +325,6 @@ class MatrixGateway:
             await self.client.leave_room(RoomID(room_id))
         except MForbidden:
             log.warning("Could not reject the invite to %s", room_id)
-
-    async def send_notice(self, room_id: str, text: str, html: str | None = None) -> str:
-        """Send a notice, encrypted when the room is (mautrix encrypts for full member lists)."""
-        if not await self.state_store.has_full_member_list(RoomID(room_id)):
-            await self.client.get_state(RoomID(room_id))
-        content = TextMessageEventContent(msgtype=MessageType.NOTICE, body=text)
-        if html:
-            content.format = "org.matrix.custom.html"  # type: ignore[assignment]
-            content.formatted_body = html
-        return str(await self.client.send_message(RoomID(room_id), content))
 
     async def is_encrypted(self, room_id: str) -> bool:
         return bool(await self.state_store.is_encrypted(RoomID(room_id)))

@@ -9,6 +9,7 @@ from typing import Any
 from bot.commands.registry import CommandContext, CommandRegistry, CommandUsageError
 from bot.config import Config
 from bot.db.audit import AuditEntry
+from bot.matrix.effects import MatrixEffects
 from bot.matrix.facts import MessageFact
 from bot.matrix.gateway import MatrixGateway
 from bot.policy.command_gate import gate_command
@@ -26,18 +27,23 @@ class CommandService:
         config: Config,
         registry: CommandRegistry,
         gateway: MatrixGateway,
+        effects: MatrixEffects,
         access: AccessService,
         services: Any,
     ) -> None:
         self.config = config
         self.registry = registry
         self.gateway = gateway
+        self.effects = effects
         self.access = access
         self.services = services
         self.prefix = config.bot.command_prefix
 
     def _help_hint(self) -> str:
         return f"send `{self.prefix} help` for the commands you can use"
+
+    def is_command(self, fact: MessageFact) -> bool:
+        return strip_prefix(fact.body, self.prefix) is not None
 
     async def handle(self, fact: MessageFact) -> list[AuditEntry]:
         """Run the command in `fact` if it is one; reply in the room; return its audit rows."""
@@ -117,7 +123,7 @@ class CommandService:
 
     async def reply(self, fact: MessageFact, text: str) -> None:
         try:
-            await self.gateway.send_notice(fact.room_id, text)
+            await self.effects.notice(fact.room_id, text)
         except Exception:
             ref = secrets.token_hex(4).upper()
             log.exception("Could not reply in %s (ref %s)", fact.room_id, ref)

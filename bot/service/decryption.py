@@ -13,8 +13,10 @@ from mautrix.errors import DecryptionError, SessionNotFound
 
 from bot.db.database import transaction
 from bot.db.pending_decryption import PendingDecryption
+from bot.matrix.effects import MatrixEffects
 from bot.matrix.gateway import MatrixGateway
-from bot.service.pipeline import BatchOutcome, EventPipeline
+from bot.service.observers import BatchOutcome
+from bot.service.pipeline import EventPipeline
 
 log = logging.getLogger("chaperone.decryption")
 
@@ -30,6 +32,7 @@ class DecryptionRetrier:
     def __init__(
         self,
         gateway: MatrixGateway,
+        effects: MatrixEffects,
         pipeline: EventPipeline,
         pending: PendingDecryption,
         *,
@@ -38,6 +41,7 @@ class DecryptionRetrier:
         poll_interval: float = 0.25,
     ) -> None:
         self.gateway = gateway
+        self.effects = effects
         self.pipeline = pipeline
         self.pending = pending
         self.request_after = request_after
@@ -111,6 +115,6 @@ class DecryptionRetrier:
         self._withheld_told[key] = time.monotonic()
         text = WITHHELD_NOTICE.format(sender=sender, device=device, code=code)
         try:
-            await self.gateway.send_notice(raw["room_id"], text)
+            await self.effects.notice(raw["room_id"], text, mentions=[sender])
         except Exception:
             log.warning("Could not post the withheld-key notice in %s", raw.get("room_id"))

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,16 +29,9 @@ from bot.policy.audit_chain import message_hmac
 from bot.policy.membership import membership_action
 from bot.service.access import AccessService
 from bot.service.commands import CommandService
+from bot.service.observers import BatchOutcome, Observer
 
 log = logging.getLogger("chaperone.pipeline")
-
-
-@dataclass
-class BatchOutcome:
-    """What one batch produced: audit rows, and encrypted events still waiting for keys."""
-
-    entries: list[AuditEntry] = field(default_factory=list)
-    pending: list[dict[str, Any]] = field(default_factory=list)
 
 
 class EventPipeline:
@@ -53,6 +45,7 @@ class EventPipeline:
         rooms: RoomsRepo,
         access: AccessService,
         commands: CommandService,
+        observers: list[Observer] | None = None,
     ) -> None:
         self.config = config
         self.gateway = gateway
@@ -62,6 +55,7 @@ class EventPipeline:
         self.rooms = rooms
         self.access = access
         self.commands = commands
+        self.observers = observers or []
         self.bot_user_id = config.bot.user_id
         self._hmac_key = config.audit.hmac_key.encode()
 
@@ -84,6 +78,8 @@ class EventPipeline:
         now = datetime.now(UTC)
         async with transaction(self.audit.db):
             await self.audit.append(outcome.entries)
+            for write in outcome.writes:
+                await write()
             for raw in outcome.pending:
                 content = raw.get("content", {})
                 await self.pending.add(
@@ -132,11 +128,16 @@ class EventPipeline:
     async def handle_plain_event(
         self, raw: dict[str, Any], outcome: BatchOutcome, *, encrypted: bool, trust: str
     ) -> None:
+        for observer in self.observers:
+            await observer.on_event(raw, outcome)
+        if "state_key" in raw:
+            for observer in self.observers:
+                await observer.on_state(raw, outcome)
         fact = facts_from_event(raw, trust=trust, encrypted=encrypted)
         if isinstance(fact, MessageFact):
-            outcome.entries += await self.handle_message(fact)
+            await self.handle_message(fact, outcome)
         elif isinstance(fact, MembershipFact):
-            outcome.entries += await self.handle_membership(fact)
+            await self.handle_membership(fact, outcome)
         elif isinstance(fact, PowerLevelsFact):
             outcome.entries.append(
                 AuditEntry(
@@ -158,8 +159,8 @@ class EventPipeline:
                 )
             )
 
-    async def handle_message(self, fact: MessageFact) -> list[AuditEntry]:
-        entries = [
+    async def handle_message(self, fact: MessageFact, outcome: BatchOutcome) -> None:
+        outcome.entries.append(
             AuditEntry(
                 actor=fact.sender,
                 action="message.sent",
@@ -171,16 +172,19 @@ class EventPipeline:
                     "encrypted": fact.encrypted,
                 },
             )
-        ]
+        )
         if fact.sender == self.bot_user_id:
-            return entries
+            return
         # A replay after a crash must not act twice on a message that was already recorded.
         if await self.audit.exists(fact.event_id, "message.sent"):
-            return entries
-        entries += await self.commands.handle(fact)
-        return entries
+            return
+        if self.commands.is_command(fact):
+            outcome.entries += await self.commands.handle(fact)
+            return
+        for observer in self.observers:
+            await observer.on_message(fact, outcome)
 
-    async def handle_membership(self, fact: MembershipFact) -> list[AuditEntry]:
+    async def handle_membership(self, fact: MembershipFact, outcome: BatchOutcome) -> None:
         action = membership_action(
             sender=fact.sender,
             target=fact.target,
@@ -188,13 +192,13 @@ class EventPipeline:
             prev_membership=fact.prev_membership,
             bot_user_id=self.bot_user_id,
         )
-        if action is None:
-            return []
+        if action is None or await self.audit.exists(fact.event_id, action):
+            return
         if action == "room.joined":
             await self.rooms.joined(fact.room_id, fact.sender)
         elif action == "room.left":
             await self.rooms.left(fact.room_id)
-        return [
+        outcome.entries.append(
             AuditEntry(
                 actor=fact.sender,
                 action=action,
@@ -203,7 +207,9 @@ class EventPipeline:
                 subject=fact.target,
                 details={"membership": fact.membership, "previous": fact.prev_membership},
             )
-        ]
+        )
+        for observer in self.observers:
+            await observer.on_membership(fact, outcome)
 
     async def handle_invite(self, room_id: str, invite: dict[str, Any]) -> list[AuditEntry]:
         """Join when staff or an admin invites the bot; reject (and record) anyone else's."""

@@ -1,0 +1,108 @@
+"""The one module that changes Matrix: notices, redactions, state, kicks, uploads.
+
+With `bot.dry_run` on, everything that would change a room (redact, state, kick) is logged and
+reported as skipped instead; notices are still sent, so operators see what would happen.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+from dataclasses import dataclass
+from collections.abc import Sequence
+from typing import Any
+
+from mautrix.crypto.attachments import encrypt_attachment
+from mautrix.types import (
+    EventID,
+    EventType,
+    Format,
+    MediaMessageEventContent,
+    MessageType,
+    RoomID,
+    TextMessageEventContent,
+    UserID,
+)
+
+from bot.matrix.gateway import MatrixGateway
+
+log = logging.getLogger("chaperone.effects")
+
+
+@dataclass(frozen=True)
+class EffectResult:
+    """What happened: `done` is False when dry-run skipped it."""
+
+    done: bool
+    event_id: str | None = None
+
+
+class MatrixEffects:
+    def __init__(self, gateway: MatrixGateway, *, dry_run: bool) -> None:
+        self.gateway = gateway
+        self.client = gateway.client
+        self.dry_run = dry_run
+
+    async def _ensure_members(self, room_id: str) -> None:
+        # Keys are shared with the member list mautrix knows: make sure it is the full list.
+        if not await self.gateway.state_store.has_full_member_list(RoomID(room_id)):
+            await self.client.get_state(RoomID(room_id))
+
+    async def notice(self, room_id: str, text: str, *, mentions: Sequence[str] = ()) -> str:
+        """Send a notice (encrypted when the room is); `mentions` become pills and m.mentions."""
+        await self._ensure_members(room_id)
+        content = TextMessageEventContent(msgtype=MessageType.NOTICE, body=text)
+        if mentions:
+            body_html = html.escape(text).replace("\n", "<br>")
+            for user_id in mentions:
+                pill = f'<a href="https://matrix.to/#/{user_id}">{html.escape(user_id)}</a>'
+                body_html = body_html.replace(html.escape(user_id), pill)
+            content.format = Format.HTML
+            content.formatted_body = body_html
+            content["m.mentions"] = {"user_ids": list(mentions)}
+        return str(await self.client.send_message(RoomID(room_id), content))
+
+    async def redact(self, room_id: str, event_id: str, reason: str) -> EffectResult:
+        if self.dry_run:
+            log.info("dry-run: would redact %s in %s", event_id, room_id)
+            return EffectResult(False)
+        redaction = await self.client.redact(RoomID(room_id), EventID(event_id), reason=reason)
+        return EffectResult(True, str(redaction))
+
+    async def set_state(
+        self, room_id: str, event_type: str, content: dict[str, Any], state_key: str = ""
+    ) -> EffectResult:
+        if self.dry_run:
+            log.info("dry-run: would set %s in %s", event_type, room_id)
+            return EffectResult(False)
+        event_id = await self.client.send_state_event(
+            RoomID(room_id),
+            EventType.find(event_type, EventType.Class.STATE),
+            content,
+            state_key=state_key,
+        )
+        return EffectResult(True, str(event_id))
+
+    async def kick(self, room_id: str, user_id: str, reason: str) -> EffectResult:
+        if self.dry_run:
+            log.info("dry-run: would remove %s from %s", user_id, room_id)
+            return EffectResult(False)
+        await self.client.kick_user(RoomID(room_id), UserID(user_id), reason=reason)
+        return EffectResult(True)
+
+    async def upload_file(self, room_id: str, data: bytes, filename: str, mimetype: str) -> str:
+        """Upload and post a file; encrypted (EncryptedFile) when the room is encrypted."""
+        await self._ensure_members(room_id)
+        content = MediaMessageEventContent(msgtype=MessageType.FILE, body=filename)
+        content.info = {"mimetype": mimetype, "size": len(data)}  # type: ignore[assignment]
+        if await self.gateway.is_encrypted(room_id):
+            ciphertext, file_info = encrypt_attachment(data)
+            file_info.url = await self.client.upload_media(
+                ciphertext, mime_type="application/octet-stream", filename=filename
+            )
+            content.file = file_info
+        else:
+            content.url = await self.client.upload_media(
+                data, mime_type=mimetype, filename=filename
+            )
+        return str(await self.client.send_message(RoomID(room_id), content))

@@ -1,0 +1,42 @@
+"""How feature services hook into the event pipeline without the pipeline knowing them.
+
+An observer appends audit entries to the batch outcome and may queue writes that must commit
+in the same transaction as the batch's audit rows and sync position (for example event
+metadata). Effects (notices, redactions) happen inside the hooks, before the commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.db.audit import AuditEntry
+from bot.matrix.facts import MembershipFact, MessageFact
+
+Write = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class BatchOutcome:
+    """What one batch produced: audit rows, transactional writes, events waiting for keys."""
+
+    entries: list[AuditEntry] = field(default_factory=list)
+    writes: list[Write] = field(default_factory=list)
+    pending: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Observer:
+    """Base with no-op hooks; a feature overrides the ones it needs."""
+
+    async def on_event(self, raw: dict[str, Any], outcome: BatchOutcome) -> None:
+        """Every timeline event the bot sees (decrypted when it could be), state included."""
+
+    async def on_message(self, fact: MessageFact, outcome: BatchOutcome) -> None:
+        """A message from a human that is not a command to the bot."""
+
+    async def on_membership(self, fact: MembershipFact, outcome: BatchOutcome) -> None:
+        """A membership change, after the pipeline recorded it."""
+
+    async def on_state(self, raw: dict[str, Any], outcome: BatchOutcome) -> None:
+        """A state event (any type), e.g. for room posture."""
