@@ -21,6 +21,7 @@ from bot.db.staff import StaffRepo
 from bot.db.sync_state import SyncState
 from bot.matrix.effects import MatrixEffects
 from bot.matrix.gateway import MatrixGateway
+from bot.metrics import Metrics
 from bot.service.access import AccessService
 from bot.service.alerts import Alerts
 from bot.service.commands import CommandService
@@ -44,6 +45,7 @@ class Chaperone:
         self.registry = CommandRegistry(builtin_specs())
         self.prefix = config.bot.command_prefix
         self.status = self  # the status command reads status_lines() from here
+        self.metrics = Metrics()
 
     async def start(self) -> None:
         url = self.config.database.url

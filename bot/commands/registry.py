@@ -59,9 +59,14 @@ class Arg:
 
 @dataclass(frozen=True)
 class CommandContext:
-    """What a handler knows about the call; `services` is the app's facade for this command set."""
+    """What a handler knows about the call; `services` is the app's facade (bot.app.Chaperone).
+
+    `room_id` is the room the command is about: where it was sent, or the `room=!id` an admin
+    named in the management room (`reply_room_id` is where it was sent).
+    """
 
     room_id: str
+    reply_room_id: str
     sender: str
     event_id: str
     role: Role

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import html
 import logging
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from mautrix.crypto.attachments import encrypt_attachment

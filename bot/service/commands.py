@@ -6,7 +6,12 @@ import logging
 import secrets
 from typing import Any
 
-from bot.commands.registry import CommandContext, CommandRegistry, CommandUsageError
+from bot.commands.registry import (
+    CommandContext,
+    CommandRegistry,
+    CommandUsageError,
+    room_id_arg,
+)
 from bot.config import Config
 from bot.db.audit import AuditEntry
 from bot.matrix.effects import MatrixEffects
@@ -61,7 +66,22 @@ class CommandService:
             await self.reply(fact, f"⚠️ Unknown command '{word}' — {self._help_hint()}")
             return []
         spec, words = match
-        role = await self.access.role(fact.room_id, fact.sender)
+        options = dict(line.options)
+        in_management_room = (
+            bool(self.config.bot.management_room)
+            and fact.room_id == self.config.bot.management_room
+        )
+        target_room = fact.room_id
+        if "room" in options:
+            # In the management room admins name the room a command is about with room=!id.
+            try:
+                if not in_management_room:
+                    raise ValueError("room= is only accepted in the management room")
+                target_room = room_id_arg(options.pop("room"))
+            except ValueError as e:
+                await self.reply(fact, f"⚠️ {spec.name}: {e} — {self._help_hint()}")
+                return []
+        role = await self.access.role(target_room, fact.sender)
         decision = gate_command(
             required=spec.role,
             caller=role,
@@ -77,10 +97,12 @@ class CommandService:
         }
         details: dict[str, Any] = {
             "command": spec.name,
-            "args": _masked(words, line.options, spec.secret_options),
+            "args": _masked(words, options, spec.secret_options),
             "role": role.label,
             "trust": fact.trust,
         }
+        if target_room != fact.room_id:
+            details["target_room"] = target_room
         if not decision.allowed:
             await self.reply(fact, f"⛔ {spec.name}: {decision.reason}.")
             return [
@@ -91,17 +113,18 @@ class CommandService:
                 )
             ]
         try:
-            args = spec.parse_args(words, line.options)
+            args = spec.parse_args(words, options)
         except CommandUsageError as e:
             await self.reply(fact, f"⚠️ {spec.name}: {e} — {self._help_hint()}")
             return []
         ctx = CommandContext(
-            room_id=fact.room_id,
+            room_id=target_room,
+            reply_room_id=fact.room_id,
             sender=fact.sender,
             event_id=fact.event_id,
             role=role,
             trust=fact.trust,
-            in_management_room=fact.room_id == self.config.bot.management_room,
+            in_management_room=in_management_room,
             services=self.services,
         )
         try:
