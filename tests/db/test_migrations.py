@@ -49,7 +49,7 @@ async def test_migrations_create_our_tables(db_url: str, dbs: Databases) -> None
     snapshot = await schema_snapshot(db_url)
     tables = {c[0] for c in snapshot["columns"]}
     assert OUR_TABLES <= tables
-    assert snapshot["versions"]["chaperone_version"] == len(upgrade_table.upgrades) == 1
+    assert snapshot["versions"]["chaperone_version"] == len(upgrade_table.upgrades)
     assert {"audit_log_no_update_delete", "audit_log_no_truncate"} <= set(snapshot["triggers"])
     indexes = dict(snapshot["indexes"])
     assert "UNIQUE" in indexes["audit_log_event_action_key"]
