@@ -16,6 +16,7 @@ from bot.db.audit import AuditEntry, AuditLog
 from bot.db.database import Databases, EmbeddedPostgres, open_databases
 from bot.db.identity import IdentityStore
 from bot.db.pending_decryption import PendingDecryption
+from bot.db.room_policy import RoomPolicyRepo
 from bot.db.rooms import RoomsRepo
 from bot.db.staff import StaffRepo
 from bot.db.sync_state import SyncState
@@ -28,6 +29,7 @@ from bot.service.commands import CommandService
 from bot.service.decryption import DecryptionRetrier
 from bot.service.observers import Observer
 from bot.service.pipeline import EventPipeline
+from bot.service.policy import PolicyService, defaults_from
 from bot.service.sync_loop import SyncLoop
 
 log = logging.getLogger("chaperone")
@@ -64,6 +66,9 @@ class Chaperone:
         self.effects = MatrixEffects(self.gateway, dry_run=self.config.bot.dry_run)
         self.alerts = Alerts(self.config, self.effects)
         self.access = AccessService(self.config, self.staff, self.gateway)
+        self.policy = PolicyService(
+            self.config, RoomPolicyRepo(main, defaults_from(self.config)), self.audit
+        )
         self.commands = CommandService(
             self.config, self.registry, self.gateway, self.effects, self.access, services=self
         )

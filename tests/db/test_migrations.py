@@ -81,7 +81,9 @@ async def test_rerunning_migrations_is_a_noop(db_url: str, dbs: Databases) -> No
 async def test_concurrent_first_starts_both_succeed(db_url: str) -> None:
     first, second = await asyncio.gather(open_databases(db_url), open_databases(db_url))
     try:
-        assert (await schema_snapshot(db_url))["versions"]["chaperone_version"] == len(upgrade_table.upgrades)
+        assert (await schema_snapshot(db_url))["versions"]["chaperone_version"] == len(
+            upgrade_table.upgrades
+        )
     finally:
         await first.close()
         await second.close()

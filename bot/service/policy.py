@@ -1,0 +1,72 @@
+"""Room policy: read with defaults, change with validation, audit and listeners."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from bot.config import Config
+from bot.db.audit import AuditEntry, AuditLog
+from bot.db.database import transaction
+from bot.db.room_policy import RoomPolicyRepo
+from bot.policy.room_policy import RoomPolicy, parse_policy_value
+
+# (room_id, field, old policy, new policy) — e.g. retention re-plans its sweep.
+PolicyListener = Callable[[str, str, RoomPolicy, RoomPolicy], Awaitable[None]]
+
+
+def defaults_from(config: Config) -> RoomPolicy:
+    d = config.defaults
+    return RoomPolicy(
+        consent=d.consent,
+        enforcement=d.enforcement,
+        retention_seconds=d.retention_seconds,
+        legal_hold=d.legal_hold,
+        require_encryption=d.require_encryption,
+    )
+
+
+class PolicyService:
+    def __init__(self, config: Config, repo: RoomPolicyRepo, audit: AuditLog) -> None:
+        self.config = config
+        self.repo = repo
+        self.audit = audit
+        self.listeners: list[PolicyListener] = []
+
+    async def get(self, room_id: str) -> RoomPolicy:
+        return await self.repo.get(room_id)
+
+    def parse(self, field: str, text: str) -> Any:
+        """Validate first: a bad value raises ValueError and nothing is recorded."""
+        return parse_policy_value(
+            field, text, retention_minimum=self.config.retention.minimum_seconds
+        )
+
+    async def set(
+        self, room_id: str, field: str, text: str, actor: str, event_id: str | None = None
+    ) -> RoomPolicy:
+        """Store the new value and audit it (`legal_hold.changed` or `policy.changed`)."""
+        value = self.parse(field, text)
+        old = await self.repo.get(room_id)
+        new = old.with_value(field, value)
+        action = "legal_hold.changed" if field == "legal_hold" else "policy.changed"
+        async with transaction(self.repo.db):
+            await self.repo.set(room_id, field, value, actor)
+            await self.audit.append(
+                [
+                    AuditEntry(
+                        actor=actor,
+                        action=action,
+                        room_id=room_id,
+                        event_id=event_id,
+                        details={
+                            "field": field,
+                            "old": old.value_text(field),
+                            "new": new.value_text(field),
+                        },
+                    )
+                ]
+            )
+        for listener in self.listeners:
+            await listener(room_id, field, old, new)
+        return new
