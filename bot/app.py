@@ -15,6 +15,7 @@ from bot.config import Config
 from bot.db.audit import AuditEntry, AuditLog
 from bot.db.database import Databases, EmbeddedPostgres, open_databases
 from bot.db.identity import IdentityStore
+from bot.db.leader import LeaderLock
 from bot.db.pending_decryption import PendingDecryption
 from bot.db.room_policy import RoomPolicyRepo
 from bot.db.rooms import RoomsRepo
@@ -43,6 +44,8 @@ class Chaperone:
         self.started_at = time.monotonic()
         self.embedded: EmbeddedPostgres | None = None
         self.dbs: Databases | None = None
+        self.leader: LeaderLock | None = None
+        self.active = False  # True once this instance holds the lock and has started
         self.tasks: list[asyncio.Task[None]] = []
         self.registry = CommandRegistry(builtin_specs())
         self.prefix = config.bot.command_prefix
@@ -55,6 +58,8 @@ class Chaperone:
             self.embedded = EmbeddedPostgres(Path(self.config.bot.data_dir))
             url = await self.embedded.astart()
         self.dbs = await open_databases(url)
+        self.leader = LeaderLock(url)
+        await self.leader.acquire()  # a second instance waits here as a warm standby
         main = self.dbs.main
         self.audit = AuditLog(main)
         self.sync_state = SyncState(main)
@@ -96,15 +101,24 @@ class Chaperone:
                 )
             ]
         )
+        self.active = True
         self.tasks = [
             asyncio.create_task(self.sync_loop.run(), name="sync"),
             asyncio.create_task(self.retrier.run(), name="decryption-retry"),
         ]
 
     async def run_until_stopped(self, stop: asyncio.Event) -> None:
-        await self.start()
+        waiter = asyncio.create_task(stop.wait())
+        starting = asyncio.create_task(self.start())
         try:
-            waiter = asyncio.create_task(stop.wait())
+            # A standby waits inside start() for the lock; a stop request must still end it.
+            await asyncio.wait([waiter, starting], return_when=asyncio.FIRST_COMPLETED)
+            if not starting.done():
+                starting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await starting
+                return
+            starting.result()
             done, _ = await asyncio.wait(
                 [waiter, *self.tasks], return_when=asyncio.FIRST_COMPLETED
             )
@@ -112,6 +126,7 @@ class Chaperone:
                 if task is not waiter and task.exception():
                     raise task.exception()  # type: ignore[misc]
         finally:
+            waiter.cancel()
             await self.stop()
 
     async def stop(self) -> None:
@@ -121,7 +136,8 @@ class Chaperone:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self.tasks = []
-        if self.dbs is not None:
+        if self.active:
+            self.active = False
             with contextlib.suppress(Exception):
                 await self.audit.append(
                     [
@@ -134,8 +150,12 @@ class Chaperone:
                 )
             with contextlib.suppress(Exception):
                 await self.gateway.close()
+        if self.dbs is not None:
             await self.dbs.close()
             self.dbs = None
+        if self.leader is not None:
+            await self.leader.release()
+            self.leader = None
         if self.embedded is not None:
             await self.embedded.astop()
             self.embedded = None

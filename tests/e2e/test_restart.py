@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import asyncpg
@@ -92,3 +93,22 @@ async def test_messages_sent_while_down_are_paged_back_from_a_limited_timeline(
         assert any("Back-filled" in r.getMessage() for r in caplog.records)
     finally:
         await bot.stop()
+
+
+async def test_a_second_instance_stands_by_and_takes_over(
+    bot_env: BotEnv, e2ee_user: MakeE2EEUser, db_url: str
+) -> None:
+    first = await RunningBot(bot_env.config).start()
+    second = RunningBot(bot_env.config)
+    standby = asyncio.create_task(second.start(timeout=60))
+    try:
+        await asyncio.sleep(2)
+        assert not standby.done()  # waiting for the lock, not syncing
+        assert len(await wait_rows(db_url, "bot.started", timeout=0.1)) == 1
+        await first.stop()
+        await standby  # took over
+        staff, patient, room_id = await staffed_room(bot_env, e2ee_user, second)
+        event_id = await patient.send_text(room_id, "handled by the second instance")
+        assert len(await wait_rows(db_url, "message.sent", event_id=event_id)) == 1
+    finally:
+        await second.stop()

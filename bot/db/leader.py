@@ -1,0 +1,52 @@
+"""One active instance per database: a session-level Postgres advisory lock (SPEC 11).
+
+A second instance started against the same database waits here as a warm standby (migrations
+done, nothing else) and takes over as soon as the active one's session ends — including when
+that process is killed, since Postgres releases the lock with the dead connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import asyncpg
+
+log = logging.getLogger("chaperone.leader")
+
+ACTIVE_INSTANCE_LOCK_ID = 0x43_68_61_70_00_00_00_03
+
+
+class LeaderLock:
+    def __init__(self, url: str, poll_seconds: float = 1.0) -> None:
+        self.url = url
+        self.poll_seconds = poll_seconds
+        self._conn: asyncpg.Connection | None = None
+
+    async def acquire(self) -> None:
+        """Return once this instance is the active one (waits as a standby until then)."""
+        conn = await asyncpg.connect(self.url)
+        told = False
+        try:
+            while not await conn.fetchval(
+                "SELECT pg_try_advisory_lock($1)", ACTIVE_INSTANCE_LOCK_ID
+            ):
+                if not told:
+                    log.warning("Another instance is active on this database; standing by")
+                    told = True
+                await asyncio.sleep(self.poll_seconds)
+        except BaseException:
+            await conn.close()
+            raise
+        if told:
+            log.warning("The other instance is gone; taking over")
+        self._conn = conn
+
+    @property
+    def held(self) -> bool:
+        return self._conn is not None and not self._conn.is_closed()
+
+    async def release(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()  # closing the session releases the lock
+            self._conn = None
