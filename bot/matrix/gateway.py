@@ -16,7 +16,7 @@ from mautrix.client import Client
 from mautrix.client.encryption_manager import DecryptionDispatcher
 from mautrix.crypto import OlmMachine
 from mautrix.crypto.store.asyncpg import PgCryptoStateStore, PgCryptoStore
-from mautrix.errors import DecryptionError, MForbidden, MUnknownToken, SessionNotFound
+from mautrix.errors import MForbidden, MUnknownToken
 from mautrix.types import (
     JSON,
     DeviceID,
@@ -276,22 +276,21 @@ class MatrixGateway:
     # -- decryption -------------------------------------------------------------------------
 
     async def decrypt(self, raw: dict[str, Any]) -> Decrypted:
-        """Decrypt a megolm event; raises SessionNotFound when the key has not arrived yet."""
+        """Decrypt a megolm event.
+
+        Raises SessionNotFound when the key has not arrived (yet), DecryptionError otherwise.
+        """
         assert self.machine is not None
         evt = EncryptedEvent.deserialize(cast(JSON, raw))
-        try:
-            result = await self.machine.decrypt_megolm_event(evt)
-        except SessionNotFound:
-            raise
-        except DecryptionError:
-            raise
+        result = await self.machine.decrypt_megolm_event(evt)
+        trust = (result.get("mautrix") or {}).get("trust_state")
         plain = result.serialize()
+        plain.pop("mautrix", None)
         plain["room_id"] = raw.get("room_id")
-        trust = result.get("mautrix", {}).get("trust_state") if hasattr(result, "get") else None
         return Decrypted(raw=plain, trust=trust_name(trust))
 
     async def request_key(self, raw: dict[str, Any]) -> None:
-        """Ask the sender's devices (and our own) for a missing megolm session, without waiting."""
+        """Ask the sender's device for a missing megolm session, without waiting."""
         assert self.machine is not None
         content = raw.get("content", {})
         sender = raw.get("sender")
