@@ -15,6 +15,7 @@ from mautrix.util.async_db.database import conn_var
 
 from bot.policy.audit_chain import (
     GENESIS_HASH,
+    RECORD_FIELDS,
     AuditRecord,
     ChainVerifier,
     build_record,
@@ -26,18 +27,7 @@ from bot.policy.audit_chain import (
 # needs no table privilege beyond INSERT, unlike LOCK TABLE ... EXCLUSIVE.
 AUDIT_APPEND_LOCK_ID = 0x43_68_61_70_00_00_00_02
 
-COLUMNS = (
-    "seq",
-    "ts",
-    "actor",
-    "action",
-    "room_id",
-    "event_id",
-    "subject",
-    "details",
-    "prev_hash",
-    "hash",
-)
+COLUMNS = RECORD_FIELDS
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM audit_log"  # noqa: S608 (constant column list)
 STREAM_PREFETCH = 500
 

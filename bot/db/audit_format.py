@@ -6,20 +6,9 @@ import csv
 import io
 from typing import Any
 
-from bot.policy.audit_chain import AuditRecord, canonical_json, format_ts
+from bot.policy.audit_chain import RECORD_FIELDS, AuditRecord, canonical_json, format_ts
 
-CSV_COLUMNS = (
-    "seq",
-    "ts",
-    "actor",
-    "action",
-    "room_id",
-    "event_id",
-    "subject",
-    "details",
-    "prev_hash",
-    "hash",
-)
+CSV_COLUMNS = RECORD_FIELDS
 
 
 def to_dict(record: AuditRecord) -> dict[str, Any]:

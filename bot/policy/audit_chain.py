@@ -13,6 +13,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+RECORD_FIELDS = (
+    "seq",
+    "ts",
+    "actor",
+    "action",
+    "room_id",
+    "event_id",
+    "subject",
+    "details",
+    "prev_hash",
+    "hash",
+)
+"""An audit row's fields in table and export order."""
+
 GENESIS_HASH = "0" * 64
 """The `prev_hash` of the first row (seq 1)."""
 
