@@ -41,7 +41,7 @@ async def test_demo_answers_help_and_stops_cleanly(tmp_path) -> None:
         client = await E2EEClient.login(homeserver, therapist, users[therapist])
         await client.send_text(room_id, "!chaperone help")
         reply = await client.wait_for_message(room_id, sender="@chaperone:localhost", timeout=30)
-        assert "status" in reply.content.body  # the therapist is staff
+        assert "!chaperone status" in reply.content.body  # the therapist is staff
         print(f"demo ready in {ready_seconds:.1f} s")
 
         children = psutil.Process(proc.pid).children(recursive=True)

@@ -101,17 +101,20 @@ async def test_help_lists_only_callers_commands_and_unknown_gets_one_line_error(
     staff, patient, room_id = await staffed_room(bot_env, e2ee_user, running_bot)
 
     await patient.send_text(room_id, "!chaperone help")
-    reply = await patient.wait_for_message(room_id, sender=bot_env.bot_user)
+    # (The bot has also posted the consent terms to the patient: wait for the help reply.)
+    reply = await patient.wait_for_message(
+        room_id, sender=bot_env.bot_user, predicate=lambda e: "role: patient" in e.content.body
+    )
     assert str(reply.content.msgtype) == "m.notice"
     assert patient.was_encrypted(reply)
     assert "help" in reply.content.body
-    assert "status" not in reply.content.body  # staff only
+    assert "!chaperone status" not in reply.content.body  # staff only
 
     await staff.send_text(room_id, "!chaperone help")
     staff_reply = await staff.wait_for_message(
         room_id, sender=bot_env.bot_user, predicate=lambda e: "role: staff" in e.content.body
     )
-    assert "status" in staff_reply.content.body
+    assert "!chaperone status" in staff_reply.content.body
 
     await patient.send_text(room_id, "!chaperone status")
     refused = await patient.wait_for_message(
