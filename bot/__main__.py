@@ -67,6 +67,39 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from bot.service.archive import generate_keypair_text
+
+    print(generate_keypair_text(), end="")
+    return 0
+
+
+def cmd_archive_export(args: argparse.Namespace) -> int:
+    from bot.policy.archive import ArchiveKeyError
+    from bot.service.archive import archive_filter, export_archive
+    from bot.service.audit_cli import FilterError
+
+    try:
+        where = archive_filter(args.filters)
+        with open(args.private_key_file, encoding="utf8") as f:
+            key_text = f.read()
+    except (FilterError, OSError) as e:
+        print(f"archive export: {e}", file=sys.stderr)
+        return 2
+    try:
+        opened, unopened = asyncio.run(
+            export_archive(_load(args.config), key_text, where, sys.stdout)
+        )
+    except ArchiveKeyError as e:
+        print(f"archive export: --private-key-file: {e}", file=sys.stderr)
+        return 2
+    print(f"{opened} archived message(s) opened", file=sys.stderr)
+    if unopened:
+        print(f"{unopened} sealed to another key; not opened", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from bot.demo import run_demo
 
@@ -104,6 +137,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="room=!id:server user=@u:server action=message.sent since=2026-11-01 until=...",
     )
     export.set_defaults(func=cmd_audit_export)
+
+    sub.add_parser("keygen", help="print a new archive key pair").set_defaults(func=cmd_keygen)
+    archive = sub.add_parser("archive", help="sealed message archive").add_subparsers(
+        dest="archive_command", required=True
+    )
+    opened = with_config(archive.add_parser("export", help="open archived messages (JSON Lines)"))
+    opened.add_argument("--private-key-file", required=True, help="file from chaperone keygen")
+    opened.add_argument(
+        "filters", nargs="*", metavar="FILTER", help="room=!id:server user=@u:server since=.."
+    )
+    opened.set_defaults(func=cmd_archive_export)
     return parser
 
 

@@ -9,29 +9,54 @@ import time
 from pathlib import Path
 
 from bot import __version__
+from bot.clock import Clock
+from bot.commands import audit as audit_commands
+from bot.commands import consent as consent_commands
+from bot.commands import policy as policy_commands
+from bot.commands import posture as posture_commands
+from bot.commands import retention as retention_commands
+from bot.commands import staff as staff_commands
 from bot.commands.builtin import builtin_specs
 from bot.commands.registry import CommandRegistry
 from bot.config import Config
+from bot.db.archive import MessageArchive
 from bot.db.audit import AuditEntry, AuditLog
+from bot.db.consent import ConsentRepo
+from bot.db.consent_notices import ConsentNotices
 from bot.db.database import Databases, EmbeddedPostgres, open_databases
 from bot.db.identity import IdentityStore
 from bot.db.leader import LeaderLock
+from bot.db.message_counts import MessageCounts
 from bot.db.pending_decryption import PendingDecryption
+from bot.db.posture import PostureRepo
+from bot.db.retention_rooms import RetentionRooms
 from bot.db.room_policy import RoomPolicyRepo
 from bot.db.rooms import RoomsRepo
 from bot.db.staff import StaffRepo
 from bot.db.sync_state import SyncState
+from bot.db.tracked_events import TrackedEvents
 from bot.matrix.effects import MatrixEffects
 from bot.matrix.gateway import MatrixGateway
 from bot.metrics import Metrics
 from bot.service.access import AccessService
+from bot.service.admin_alerts import AdminAlerts
 from bot.service.alerts import Alerts
+from bot.service.archive import Archiver
+from bot.service.audit_tools import AuditTools
 from bot.service.commands import CommandService
+from bot.service.consent import ConsentService
+from bot.service.consent_enforcement import ConsentObserver
+from bot.service.consent_grants import ConsentGrants
 from bot.service.decryption import DecryptionRetrier
 from bot.service.observers import Observer
 from bot.service.pipeline import EventPipeline
 from bot.service.policy import PolicyService, defaults_from
+from bot.service.posture import PostureService
+from bot.service.retention import RetentionService
+from bot.service.staff import StaffService
 from bot.service.sync_loop import SyncLoop
+from bot.service.tracking import Backfiller, RetentionTracker
+from bot.web import BotParts, WebServer
 
 log = logging.getLogger("chaperone")
 
@@ -51,15 +76,28 @@ class Chaperone:
         self.prefix = config.bot.command_prefix
         self.status = self  # the status command reads status_lines() from here
         self.metrics = Metrics()
+        for spec in (*posture_commands.specs(), *staff_commands.specs(), *audit_commands.specs()):
+            self.registry.register(spec)
+        for spec in retention_commands.specs():
+            self.registry.register(spec)
+        for spec in (
+            *consent_commands.specs(),
+            *policy_commands.specs(config.retention.minimum_seconds),
+        ):
+            self.registry.register(spec)
+        self.web = WebServer(config.http, self.metrics)
 
     async def start(self) -> None:
+        await self.web.start()  # first: /health answers, /ready says why not (yet)
         url = self.config.database.url
         if not url:
             self.embedded = EmbeddedPostgres(Path(self.config.bot.data_dir))
             url = await self.embedded.astart()
         self.dbs = await open_databases(url)
         self.leader = LeaderLock(url)
+        self.web.waiting_reason = "warm standby: another instance holds the database lock"
         await self.leader.acquire()  # a second instance waits here as a warm standby
+        self.web.waiting_reason = "starting"
         main = self.dbs.main
         self.audit = AuditLog(main)
         self.sync_state = SyncState(main)
@@ -88,9 +126,85 @@ class Chaperone:
             self.access,
             self.commands,
             self.observers,
+            metrics=self.metrics,
         )
         self.sync_loop = SyncLoop(self.gateway, self.pipeline, self.sync_state, self.started_at)
         self.retrier = DecryptionRetrier(self.gateway, self.effects, self.pipeline, self.pending)
+        # Admin surface: alerts from committed rows, posture, staff, audit tools, HTTP.
+        self.admin_alerts = AdminAlerts(self.alerts, self.metrics)
+        self.pipeline.committed_listeners.append(self.admin_alerts.on_committed)
+        self.posture = PostureService(
+            self.config,
+            self.gateway,
+            self.effects,
+            self.audit,
+            self.policy,
+            PostureRepo(main),
+            self.rooms,
+            self.pipeline.notify_committed,
+        )
+        self.observers.append(self.posture)
+        self.policy.listeners.append(self.posture.on_policy_change)
+        # Consent (SPEC 3): the flow, enforcement in the room, renewal and expiry checks.
+        self.consent = ConsentService(
+            self.config,
+            ConsentRepo(main),
+            MessageCounts(main),
+            ConsentNotices(main),
+            self.audit,
+            self.access,
+            self.gateway,
+            self.effects,
+            self.policy,
+            Clock(),
+        )
+        self.consent_grants = ConsentGrants(
+            self.config, self.consent.repo, self.audit, self.access, self.consent.clock
+        )
+        self.observers.append(
+            ConsentObserver(
+                self.consent, self.policy, self.access, self.effects, self.alerts, self.metrics
+            )
+        )
+        self.policy.listeners.append(self.consent.on_policy_changed)
+        self.staff_admin = StaffService(
+            self.config, self.staff, self.rooms, self.gateway, self.effects, self.audit
+        )
+        self.audit_tools = AuditTools(self.audit, self.effects)
+        # Retention: event metadata, back-fill, archive, the sweeper (SPEC 4).
+        tracked, retention_rooms = TrackedEvents(main), RetentionRooms(main)
+        self.tracker = RetentionTracker(tracked, retention_rooms, self.config.bot.user_id)
+        self.observers.append(self.tracker)
+        self.pipeline.committed_listeners.append(self.tracker.on_committed)
+        self.backfiller = Backfiller(
+            self.gateway, tracked, retention_rooms, self.tracker.backfill_wanted
+        )
+        archiver = None
+        if self.config.retention.archive_public_key:
+            archiver = Archiver(
+                self.config.retention.archive_public_key,
+                self.gateway,
+                MessageArchive(main),
+                tracked,
+                self.audit,
+                Clock(),
+            )
+        self.retention = RetentionService(
+            self.config,
+            self.gateway,
+            self.effects,
+            self.policy,
+            self.rooms,
+            tracked,
+            retention_rooms,
+            self.audit,
+            self.metrics,
+            self.alerts,
+            archiver,
+            self.backfiller,
+        )
+        self.policy.listeners.append(self.retention.on_policy_changed)
+        await self.admin_alerts.join_management_room(self.config, self.gateway, self.rooms)
         await self.audit.append(
             [
                 AuditEntry(
@@ -106,6 +220,17 @@ class Chaperone:
             asyncio.create_task(self.sync_loop.run(), name="sync"),
             asyncio.create_task(self.retrier.run(), name="decryption-retry"),
         ]
+        self.tasks.append(
+            asyncio.create_task(self.admin_alerts.watch_sync(self.sync_loop), name="sync-watch")
+        )
+        self.tasks.append(asyncio.create_task(self.backfiller.run(), name="backfill"))
+        self.tasks.append(asyncio.create_task(self.consent.run(), name="consent-check"))
+        self.tasks.append(
+            asyncio.create_task(
+                self.retention.run(self.sync_loop.first_batch_done), name="retention-sweep"
+            )
+        )
+        self.web.attach(BotParts(main, self.audit, self.audit_tools, self.sync_loop))
 
     async def run_until_stopped(self, stop: asyncio.Event) -> None:
         waiter = asyncio.create_task(stop.wait())
@@ -130,6 +255,8 @@ class Chaperone:
             await self.stop()
 
     async def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.web.stop()
         for task in self.tasks:
             task.cancel()
         for task in self.tasks:
@@ -174,4 +301,8 @@ class Chaperone:
             f"Managed rooms: {len(await self.rooms.managed())}",
             f"Messages waiting for keys: {len(await self.pending.all())}; "
             f"given up: {self.retrier.failures}",
+            f"Management room: {self.config.bot.management_room or 'not configured'}; "
+            f"HTTP on {self.config.http.host}:{self.web.port}",
+            self.retention.status_line(),
+            await self.consent.status_line(),
         ]

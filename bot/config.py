@@ -15,7 +15,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
+from bot.policy.archive import is_public_key
 from bot.policy.durations import format_duration, parse_duration, parse_retention
+from bot.policy.hours import parse_hours
 
 DEFAULT_TERMS = (
     "Consent to text messaging with our practice.\n"
@@ -375,7 +377,7 @@ def parse_config(data: object, env: Mapping[str, str], base_dir: Path) -> Config
             "retention.archive_public_key",
             "",
             "the public key printed by chaperone keygen, or empty",
-            check=lambda v: " " not in v,
+            check=is_public_key,
             placeholder=True,
         ),
         sweep_interval_seconds=r.duration("retention.sweep_interval", "10m"),
@@ -683,9 +685,6 @@ _PLACEHOLDER = re.compile(
 _EMPTY_LOOKING = frozenset({"none", "null", "nil", "n/a", "-", "--", "...", "?", "unset", "empty"})
 _GENERIC_SECRETS = frozenset({"password", "secret", "token", "key", "changeit", "admin"})
 _SERVER_NAME = r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::[0-9]{1,5})?"
-_DAY = r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)"
-_TIME = r"(?:[01][0-9]|2[0-3]):[0-5][0-9]"
-_HOURS_RANGE = re.compile(rf"(?:daily|{_DAY}-{_DAY}|{_DAY}(?:,{_DAY})*) +({_TIME})-({_TIME})")
 
 
 def _looks_like_placeholder(value: str, secret: bool) -> bool:
@@ -741,10 +740,10 @@ def _is_timezone(value: str) -> bool:
 
 
 def _is_hours(value: str) -> bool:
-    for part in value.split(";"):
-        match = _HOURS_RANGE.fullmatch(part.strip())
-        if match is None or match.group(1) == match.group(2):
-            return False
+    try:
+        parse_hours(value)
+    except ValueError:
+        return False
     return True
 
 

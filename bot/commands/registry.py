@@ -11,7 +11,8 @@ from bot.policy.command_line import CommandLine
 from bot.policy.roles import Role
 
 USER_ID_RE = re.compile(r"^@[a-z0-9._=\-/+]+:[A-Za-z0-9.\-]+(:\d+)?$")
-ROOM_ID_RE = re.compile(r"^![^:\s]+:[A-Za-z0-9.\-]+(:\d+)?$")
+# Room version 12 room IDs have no server part (`!<hash>`); older ones are `!opaque:server`.
+ROOM_ID_RE = re.compile(r"^![^:\s]+(:[A-Za-z0-9.\-]+(:\d+)?)?$")
 
 
 class CommandUsageError(ValueError):

@@ -25,6 +25,7 @@ from mautrix.types import (
 )
 
 from bot.matrix.gateway import MatrixGateway
+from bot.matrix.synapse_admin import SynapseAdmin
 
 log = logging.getLogger("chaperone.effects")
 
@@ -89,6 +90,15 @@ class MatrixEffects:
             return EffectResult(False)
         await self.client.kick_user(RoomID(room_id), UserID(user_id), reason=reason)
         return EffectResult(True)
+
+    async def purge_history(self, room_id: str, up_to_event_id: str) -> EffectResult:
+        """Start Synapse's admin purge of the room's history before `up_to_event_id` (kept);
+        `event_id` of the result is the purge ID to poll."""
+        if self.dry_run:
+            log.info("dry-run: would purge history of %s", room_id)
+            return EffectResult(False)
+        purge_id = await SynapseAdmin(self.gateway).start_purge(room_id, up_to_event_id)
+        return EffectResult(True, purge_id)
 
     async def upload_file(self, room_id: str, data: bytes, filename: str, mimetype: str) -> str:
         """Upload and post a file; encrypted (EncryptedFile) when the room is encrypted."""

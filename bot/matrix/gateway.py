@@ -16,7 +16,7 @@ from mautrix.client import Client
 from mautrix.client.encryption_manager import DecryptionDispatcher
 from mautrix.crypto import OlmMachine
 from mautrix.crypto.store.asyncpg import PgCryptoStateStore, PgCryptoStore
-from mautrix.errors import MForbidden, MUnknownToken
+from mautrix.errors import MForbidden, MNotFound, MUnknownToken
 from mautrix.types import (
     JSON,
     DeviceID,
@@ -24,6 +24,7 @@ from mautrix.types import (
     EventType,
     Filter,
     FilterID,
+    Membership,
     PaginationDirection,
     PowerLevelStateEventContent,
     RoomID,
@@ -38,6 +39,7 @@ from bot.config import Config
 from bot.db.database import Databases
 from bot.db.identity import IdentityStore
 from bot.matrix.facts import trust_name
+from bot.matrix.ratelimit import PacedHTTPAPI
 
 log = logging.getLogger("chaperone.matrix")
 
@@ -111,7 +113,8 @@ class MatrixGateway:
         self.state_store = PgCryptoStateStore(dbs.state)
         self.client = Client(
             mxid=self.user_id,
-            base_url=config.homeserver.url,
+            # Keeps a 429's retry_after_ms so callers can pace to the homeserver's limits.
+            api=PacedHTTPAPI(base_url=config.homeserver.url),
             state_store=self.state_store,
             sync_store=self.crypto_store,
         )
@@ -327,6 +330,28 @@ class MatrixGateway:
 
     async def is_encrypted(self, room_id: str) -> bool:
         return bool(await self.state_store.is_encrypted(RoomID(room_id)))
+
+    async def joined_members(self, room_id: str) -> list[str]:
+        """User IDs joined to the room now (the full member list is loaded first if needed)."""
+        if not await self.state_store.has_full_member_list(RoomID(room_id)):
+            await self.client.get_state(RoomID(room_id))
+        members = await self.state_store.get_members(RoomID(room_id), (Membership.JOIN,))
+        return [str(user_id) for user_id in members]
+
+    async def room_state(self, room_id: str) -> list[dict[str, Any]]:
+        """The room's current state events as raw dicts (refreshes the state store too)."""
+        return [evt.serialize() for evt in await self.client.get_state(RoomID(room_id))]
+
+    async def membership(self, room_id: str, user_id: str) -> str:
+        """The user's membership in the room as the homeserver has it now (`leave` if none);
+        the state store may not have synced the latest join yet."""
+        try:
+            content = await self.client.get_state_event(
+                RoomID(room_id), EventType.ROOM_MEMBER, state_key=user_id
+            )
+        except MNotFound:
+            return "leave"
+        return str(content.get("membership") or "leave")
 
     async def power_level(self, room_id: str, user_id: str) -> int:
         """The user's power in the room; room creators (v12) rank above every level."""

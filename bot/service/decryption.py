@@ -103,7 +103,10 @@ class DecryptionRetrier:
     async def _commit(self, event_id: str, outcome: BatchOutcome) -> None:
         async with transaction(self.pipeline.audit.db):
             await self.pipeline.audit.append(outcome.entries)
+            for write in outcome.writes:  # observers' writes commit with the audit rows
+                await write()
             await self.pending.remove(event_id)
+        await self.pipeline.notify_committed(outcome.entries)  # alerts (give-ups), metrics
 
     async def _tell_withheld(self, raw: dict[str, Any], code: str) -> None:
         sender = raw.get("sender", "")

@@ -24,6 +24,9 @@ class BatchOutcome:
     entries: list[AuditEntry] = field(default_factory=list)
     writes: list[Write] = field(default_factory=list)
     pending: list[dict[str, Any]] = field(default_factory=list)
+    notes: dict[str, Any] = field(default_factory=dict)
+    """Per-batch scratch space for observers (key: the observer's name), e.g. what a batch
+    changed that is not committed yet; gone with the batch, so a retried batch starts clean."""
 
 
 class Observer:
@@ -31,6 +34,10 @@ class Observer:
 
     async def on_event(self, raw: dict[str, Any], outcome: BatchOutcome) -> None:
         """Every timeline event the bot sees (decrypted when it could be), state included."""
+
+    async def on_encrypted(self, raw: dict[str, Any], outcome: BatchOutcome) -> None:
+        """An encrypted timeline event as received, before decryption is tried, so events the
+        bot can never read are seen too (no plaintext here)."""
 
     async def on_message(self, fact: MessageFact, outcome: BatchOutcome) -> None:
         """A message from a human that is not a command to the bot."""

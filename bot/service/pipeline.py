@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +26,7 @@ from bot.matrix.facts import (
     facts_from_event,
 )
 from bot.matrix.gateway import MatrixGateway, SyncBatch
+from bot.metrics import Metrics
 from bot.policy.audit_chain import message_hmac
 from bot.policy.membership import membership_action
 from bot.service.access import AccessService
@@ -46,6 +48,7 @@ class EventPipeline:
         access: AccessService,
         commands: CommandService,
         observers: list[Observer] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.config = config
         self.gateway = gateway
@@ -55,7 +58,11 @@ class EventPipeline:
         self.rooms = rooms
         self.access = access
         self.commands = commands
-        self.observers = observers or []
+        # The caller's list itself (even empty): features append their observers to it later.
+        self.observers = observers if observers is not None else []
+        self.metrics = metrics
+        # Told the audit rows of each committed batch (alerts, metrics); see notify_committed.
+        self.committed_listeners: list[Callable[[list[AuditEntry]], Awaitable[None]]] = []
         self.bot_user_id = config.bot.user_id
         self._hmac_key = config.audit.hmac_key.encode()
 
@@ -94,13 +101,26 @@ class EventPipeline:
                 )
             if next_batch is not None:
                 await self.sync_state.save(self.bot_user_id, next_batch)
+        await self.notify_committed(outcome.entries)
+
+    async def notify_committed(self, entries: list[AuditEntry]) -> None:
+        """Tell the listeners what was just committed; never raises (the batch is done)."""
+        for listener in self.committed_listeners:
+            try:
+                await listener(entries)
+            except Exception:
+                log.warning("Committed-rows listener failed (ref %s)", error_reference())
 
     # -- events -----------------------------------------------------------------------------
 
     async def handle_timeline_event(self, raw: dict[str, Any], outcome: BatchOutcome) -> None:
+        if self.metrics is not None:
+            self.metrics.events_processed.inc()
         if raw.get("type") != "m.room.encrypted":
             await self.handle_plain_event(raw, outcome, encrypted=False, trust="unknown")
             return
+        for observer in self.observers:
+            await observer.on_encrypted(raw, outcome)
         session_id = raw.get("content", {}).get("session_id", "")
         if session_id in self.gateway.withheld:
             outcome.entries.append(self.decryption_failed(raw, self.gateway.withheld[session_id]))

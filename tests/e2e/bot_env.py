@@ -21,6 +21,7 @@ from bot.config import Config, load_config
 from bot.devtools.synapse import SynapseServer
 
 HMAC_KEY = "test-hmac-key-" + "k" * 24
+API_TOKEN = "test-api-token-" + "t" * 24
 
 
 @dataclass
@@ -68,6 +69,7 @@ def base_config(
         "database": {"url": db_url},
         "roles": {"admins": admins, "staff": staff},
         "audit": {"hmac_key": HMAC_KEY},
+        "http": {"listen": "127.0.0.1:0", "api_token": API_TOKEN},  # any free port
         "logging": {"level": "INFO"},
     }
 

@@ -40,7 +40,12 @@ async def test_demo_answers_help_and_stops_cleanly(tmp_path) -> None:
         therapist = next(u for u in users if u.startswith("@therapist"))
         client = await E2EEClient.login(homeserver, therapist, users[therapist])
         await client.send_text(room_id, "!chaperone help")
-        reply = await client.wait_for_message(room_id, sender="@chaperone:localhost", timeout=30)
+        reply = await client.wait_for_message(  # (the consent terms come first)
+            room_id,
+            sender="@chaperone:localhost",
+            predicate=lambda e: "Commands you can use" in e.content.body,
+            timeout=30,
+        )
         assert "!chaperone status" in reply.content.body  # the therapist is staff
         print(f"demo ready in {ready_seconds:.1f} s")
 

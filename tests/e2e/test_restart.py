@@ -27,7 +27,11 @@ async def test_restart_keeps_device_and_decrypts_new_messages(
         rows = await wait_rows(db_url, "message.sent", event_id=event_id)
         assert len(rows) == 1
         await patient.send_text(room_id, "!chaperone help")
-        reply = await patient.wait_for_message(room_id, sender=bot_env.bot_user)
+        reply = await patient.wait_for_message(  # (the consent terms were posted first)
+            room_id,
+            sender=bot_env.bot_user,
+            predicate=lambda e: "Commands you can use" in e.content.body,
+        )
         assert "help" in reply.content.body
     finally:
         await bot.stop()

@@ -1,0 +1,126 @@
+"""`audit tail [N]` (staff: this room; admin in the management room: all rooms),
+`audit export [..]` and `audit verify` (admin)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from bot.commands.registry import (
+    Arg,
+    CommandContext,
+    CommandSpec,
+    CommandUsageError,
+    choice_arg,
+    positive_int_arg,
+    user_id_arg,
+)
+from bot.policy.roles import Role
+from bot.service.audit_cli import FilterError, parse_filters
+from bot.service.audit_tools import TAIL_DEFAULT, TAIL_MAX, AuditTools
+
+
+class AuditServices(Protocol):
+    audit_tools: AuditTools
+
+
+def _all_rooms(ctx: CommandContext) -> bool:
+    """An admin in the management room, not naming a room: the command covers every room."""
+    return ctx.in_management_room and ctx.role >= Role.ADMIN and ctx.room_id == ctx.reply_room_id
+
+
+def _tail_count(value: str) -> int:
+    n = positive_int_arg(value)
+    if n > TAIL_MAX:
+        raise ValueError(f"'{value}' is too many; expected at most {TAIL_MAX}")
+    return n
+
+
+def _filter_arg(key: str) -> Callable[[str], str]:
+    """Checks one filter value with the export's own parser; the value stays text."""
+
+    def parse(value: str) -> str:
+        if key == "user":
+            user_id_arg(value)
+        try:
+            parse_filters([f"{key}={value}"])
+        except FilterError as e:
+            raise ValueError(str(e).removeprefix(f"{key}: ")) from None
+        return value
+
+    return parse
+
+
+async def audit_tail(ctx: CommandContext, args: Mapping[str, Any]) -> str:
+    services: AuditServices = ctx.services
+    n = args.get("N", TAIL_DEFAULT)
+    room = None if _all_rooms(ctx) else ctx.room_id
+    return "\n".join(await services.audit_tools.tail_lines(n, room))
+
+
+async def audit_export(ctx: CommandContext, args: Mapping[str, Any]) -> str:
+    services: AuditServices = ctx.services
+    words = [f"{k}={args[k]}" for k in ("since", "until", "user", "action") if k in args]
+    if not _all_rooms(ctx):
+        words.append(f"room={ctx.room_id}")
+    try:
+        filters = parse_filters(words)
+    except FilterError as e:
+        raise CommandUsageError(str(e)) from None
+    fmt = args.get("format", "jsonl")
+    result = await services.audit_tools.export_to_room(
+        filters,
+        fmt,
+        reply_room_id=ctx.reply_room_id,
+        actor=ctx.sender,
+        event_id=ctx.event_id,
+        now=datetime.now(UTC),
+    )
+    scope = "all rooms" if filters.room_id is None else filters.room_id
+    return (
+        f"Exported {result.rows} audit row(s) of {scope} as {result.filename} "
+        f"(SHA-256 {result.sha256})."
+    )
+
+
+async def audit_verify(ctx: CommandContext, args: Mapping[str, Any]) -> str:
+    services: AuditServices = ctx.services
+    result = await services.audit_tools.verify(
+        actor=ctx.sender, room_id=ctx.reply_room_id, event_id=ctx.event_id, via="chat"
+    )
+    if result.ok:
+        return (
+            f"✅ Audit log intact: {result.rows} rows, hash chain verified "
+            f"(head {result.head_hash[:16]}…)."
+        )
+    return (
+        f"❌ Audit log BROKEN at seq {result.first_broken_seq} "
+        f"({result.rows} rows read). Keep this message and investigate."
+    )
+
+
+def specs() -> list[CommandSpec]:
+    return [
+        CommandSpec(
+            "audit tail",
+            Role.STAFF,
+            "show the last N audit rows of this room (all rooms in the management room)",
+            audit_tail,
+            (Arg("N", _tail_count, required=False),),
+        ),
+        CommandSpec(
+            "audit export",
+            Role.ADMIN,
+            "upload the audit log (this room's; all rooms' in the management room) as a file",
+            audit_export,
+            options=(
+                Arg("since", _filter_arg("since"), required=False),
+                Arg("until", _filter_arg("until"), required=False),
+                Arg("user", _filter_arg("user"), required=False),
+                Arg("action", _filter_arg("action"), required=False),
+                Arg("format", choice_arg("jsonl", "csv"), required=False),
+            ),
+        ),
+        CommandSpec("audit verify", Role.ADMIN, "check the audit log's hash chain", audit_verify),
+    ]

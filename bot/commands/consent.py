@@ -1,0 +1,144 @@
+"""`consent`, `consent agree`, `consent revoke`, `consent list`, `consent record` (SPEC 3.2)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from bot.commands.registry import (
+    Arg,
+    CommandContext,
+    CommandSpec,
+    CommandUsageError,
+    user_id_arg,
+)
+from bot.policy.consent import ConsentRecord, parse_max_per_day, parse_topics
+from bot.policy.hours import parse_hours, parse_timezone
+from bot.policy.roles import Role
+from bot.service.consent import ConsentService
+from bot.service.consent_grants import ConsentGrants
+
+NOTE_EXPECTED = 'expected a note naming the form, like note="paper form 2026-11-20"'
+
+
+class ConsentServices(Protocol):
+    consent: ConsentService
+    consent_grants: ConsentGrants
+    prefix: str
+
+
+def note_arg(value: str) -> str:
+    note = value.strip()
+    if not note:
+        raise ValueError(f"no note given; {NOTE_EXPECTED}")
+    if len(note) > 500:
+        raise ValueError(f"the note is longer than 500 characters; {NOTE_EXPECTED}")
+    return note
+
+
+CHOICES = (
+    Arg("hours", parse_hours, required=False, help="contact hours, e.g. Mon-Fri 09:00-17:00"),
+    Arg("tz", parse_timezone, required=False, help="IANA time zone, e.g. America/New_York"),
+    Arg("max_per_day", parse_max_per_day, required=False, help="messages a day, 1-1000"),
+    Arg("topics", parse_topics, required=False, help="e.g. scheduling,billing"),
+)
+
+
+def _choices(args: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: args.get(name) for name in ("hours", "tz", "max_per_day", "topics")}
+
+
+def _summary(record: ConsentRecord) -> str:
+    topics = ",".join(record.topics) if record.topics else "as in the terms"
+    return (
+        f"hours {record.hours} ({record.timezone}), at most {record.max_per_day} messages a day, "
+        f"topics: {topics}; valid until {record.expires_at:%Y-%m-%d}; "
+        f"terms version {record.terms_version} (sha256 {record.terms_sha256[:12]}…)"
+    )
+
+
+async def consent_show(ctx: CommandContext, args: Mapping[str, Any]) -> str:
+    services: ConsentServices = ctx.services
+    return await services.consent.show(ctx.room_id, ctx.sender, ctx.role, ctx.event_id)
+
+
+async def consent_agree(ctx: CommandContext, args: Mapping[str, Any]) -> str:
+    services: ConsentServices = ctx.services
+    if ctx.role != Role.PATIENT:
+        return (
+            f"Consent is given by patients; you are {ctx.role.label} here. To record a "
+            f"patient's paper form: {services.prefix} consent record @patient:server "
+            'note="paper form ..."'
+        )
+    record = await services.consent_grants.agree(
+        ctx.room_id, ctx.sender, ctx.event_id, **_choices(args)
+    )
+    return (
+        f"✅ Thank you, {ctx.sender}: your consent is recorded — {_summary(record)}. "
+        f"To withdraw it: {services.prefix} consent revoke"
+    )
+
+
+async def consent_revoke(ctx: CommandContext, args: Mapping[str, Any]) -> str:
+    services: ConsentServices = ctx.services
+    if ctx.role != Role.PATIENT:
+        return f"Consent is withdrawn by the patient who gave it; you are {ctx.role.label} here."
+    record = await services.consent_grants.revoke(ctx.room_id, ctx.sender, ctx.event_id)
+    if record is None:
+        return "You have no consent here to withdraw."
+    return (
+        f"Your consent is withdrawn, {ctx.sender}. Staff will not text you here until you "
+        f"agree again ({services.prefix} consent agree)."
+    )
+
+
+async def consent_list(ctx: CommandContext, args: Mapping[str, Any]) -> str:
+    services: ConsentServices = ctx.services
+    lines = await services.consent.list_room(ctx.room_id)
+    version = services.consent.settings.version
+    if not lines:
+        return f"No patients here and no consent records (terms version {version})."
+    return "\n".join([f"Consent in this room (terms version {version}):", *lines])
+
+
+async def consent_record(ctx: CommandContext, args: Mapping[str, Any]) -> str:
+    services: ConsentServices = ctx.services
+    patient: str = args["user"]
+    try:
+        record = await services.consent_grants.record_offline(
+            ctx.room_id, ctx.sender, patient, ctx.event_id, args["note"], **_choices(args)
+        )
+    except ValueError as e:
+        raise CommandUsageError(f"user: {e}") from None
+    return (
+        f"✅ Offline consent of {patient} recorded by {ctx.sender} — {_summary(record)}; "
+        f"note: {record.note}"
+    )
+
+
+def specs() -> list[CommandSpec]:
+    return [
+        CommandSpec(
+            "consent", Role.PATIENT, "show the consent terms and your own status", consent_show
+        ),
+        CommandSpec(
+            "consent agree",
+            Role.PATIENT,
+            "agree to the consent terms (optionally narrowing hours, time zone, messages a day, "
+            "topics)",
+            consent_agree,
+            options=CHOICES,
+        ),
+        CommandSpec("consent revoke", Role.PATIENT, "withdraw your consent", consent_revoke),
+        CommandSpec(
+            "consent list", Role.STAFF, "show each patient's consent in this room", consent_list
+        ),
+        CommandSpec(
+            "consent record",
+            Role.STAFF,
+            "record consent a patient gave on a signed form",
+            consent_record,
+            positional=(Arg("user", user_id_arg, help="the patient, @name:server"),),
+            options=(*CHOICES, Arg("note", note_arg, help='e.g. "paper form 2026-11-20"')),
+        ),
+    ]

@@ -1,0 +1,78 @@
+"""`policy` (staff) and `policy set <field> <value>` (admin), SPEC 2 and 7."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from bot.commands.registry import Arg, CommandContext, CommandSpec, CommandUsageError
+from bot.policy.roles import Role
+from bot.policy.room_policy import FIELDS, parse_policy_value
+from bot.service.policy import PolicyService
+
+
+class PolicyServices(Protocol):
+    policy: PolicyService
+
+
+def field_arg(value: str) -> str:
+    if value.lower() not in FIELDS:
+        raise ValueError(f"'{value}' is not a policy field; expected one of {', '.join(FIELDS)}")
+    return value.lower()
+
+
+@dataclass(frozen=True)
+class PolicySetSpec(CommandSpec):
+    """Checks the value against its field while parsing, so a bad value is refused before
+    anything runs (and nothing is recorded)."""
+
+    retention_minimum: int = 3600
+
+    def parse_args(self, words: tuple[str, ...], options: Mapping[str, str]) -> dict[str, Any]:
+        # A value may be several words (`policy set retention 30d` is one; be lenient anyway).
+        if len(words) > 2:
+            words = (words[0], " ".join(words[1:]))
+        values = super().parse_args(words, options)
+        try:
+            parse_policy_value(
+                values["field"], values["value"], retention_minimum=self.retention_minimum
+            )
+        except ValueError as e:
+            raise CommandUsageError(str(e)) from None
+        return values
+
+
+async def policy_show(ctx: CommandContext, args: Mapping[str, Any]) -> str:
+    services: PolicyServices = ctx.services
+    policy = await services.policy.get(ctx.room_id)
+    where = "this room" if ctx.room_id == ctx.reply_room_id else ctx.room_id
+    return "\n".join([f"Policy of {where}:", *policy.describe()])
+
+
+async def policy_set(ctx: CommandContext, args: Mapping[str, Any]) -> str:
+    services: PolicyServices = ctx.services
+    field, text = args["field"], args["value"]
+    old = await services.policy.get(ctx.room_id)
+    try:
+        new = await services.policy.set(ctx.room_id, field, text, ctx.sender, ctx.event_id)
+    except ValueError as e:  # validated while parsing; kept for a minimum changed meanwhile
+        raise CommandUsageError(str(e)) from None
+    return f"Policy changed: {field} {old.value_text(field)} → {new.value_text(field)}."
+
+
+def specs(retention_minimum: int) -> list[CommandSpec]:
+    return [
+        CommandSpec("policy", Role.STAFF, "show this room's policy", policy_show),
+        PolicySetSpec(
+            "policy set",
+            Role.ADMIN,
+            f"change this room's policy ({', '.join(FIELDS)})",
+            policy_set,
+            positional=(
+                Arg("field", field_arg, help=", ".join(FIELDS)),
+                Arg("value", str, help="e.g. required, warn, 30d, on"),
+            ),
+            retention_minimum=retention_minimum,
+        ),
+    ]

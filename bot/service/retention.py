@@ -1,0 +1,434 @@
+"""The retention sweeper (SPEC 4): archive, then remove, each message older than its room's
+retention; paced by the homeserver's 429s; resumable; never under a legal hold.
+
+Per event: (archive →) mark `removing` → redact → mark removed + audit. A restart finds the
+events marked `removing` and checks each on the homeserver before redacting again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from mautrix.errors import MForbidden, MNotFound
+
+from bot.clock import Clock
+from bot.config import Config
+from bot.db.audit import AuditEntry, AuditLog
+from bot.db.database import transaction
+from bot.db.retention_rooms import RetentionRooms
+from bot.db.rooms import RoomsRepo
+from bot.db.tracked_events import TrackedEvents
+from bot.matrix.effects import MatrixEffects
+from bot.matrix.gateway import MatrixGateway
+from bot.matrix.history import fetch_event, is_redacted, may_redact_others
+from bot.metrics import Metrics
+from bot.policy.retention import (
+    Preview,
+    TrackedEvent,
+    cutoff_ms,
+    describe_preview,
+    effective_retention,
+    is_retention_reason,
+    redaction_reason,
+    retry_failed_before_ms,
+)
+from bot.policy.room_policy import RoomPolicy
+from bot.service.alerts import Alerts
+from bot.service.archive import Archiver
+from bot.service.policy import PolicyService
+from bot.service.retention_notices import RoomNotices, sweep_report
+from bot.service.retention_purge import purge_room
+from bot.service.tracking import Backfiller, paced, removal_entry
+
+log = logging.getLogger("chaperone.retention")
+
+T = TypeVar("T")
+
+
+@dataclass
+class RoomSweep:
+    """What one sweep did in one room; its counts become the `retention.swept` details."""
+
+    room_id: str
+    due: int = 0
+    removed: int = 0
+    archived: int = 0
+    unreadable: int = 0
+    failed: int = 0
+    gone: int = 0
+    waits: int = 0
+    waited_seconds: float = 0.0
+    held: bool = False
+    off: bool = False
+    dry_run: bool = False
+    no_power: bool = False
+    error: str | None = None
+
+    def waited(self, seconds: float) -> None:
+        self.waits += 1
+        self.waited_seconds += seconds
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "due": self.due,
+            "removed": self.removed,
+            "archived": self.archived,
+            "unreadable": self.unreadable,
+            "failed": self.failed,
+            "already_gone": self.gone,
+            "rate_limited_waits": self.waits,
+            "waited_seconds": round(self.waited_seconds, 3),
+            "held": self.held,
+            "retention_off": self.off,
+            "dry_run": self.dry_run,
+            "no_power": self.no_power,
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True)
+class SweepRequest:
+    room_ids: tuple[str, ...] | None = None  # None: every managed room
+    requested_by: str | None = None  # None: the schedule
+    reply_room: str | None = None
+
+
+class RetentionService:
+    def __init__(
+        self,
+        config: Config,
+        gateway: MatrixGateway,
+        effects: MatrixEffects,
+        policy: PolicyService,
+        rooms: RoomsRepo,
+        tracked: TrackedEvents,
+        rooms_state: RetentionRooms,
+        audit: AuditLog,
+        metrics: Metrics,
+        alerts: Alerts,
+        archiver: Archiver | None,
+        backfiller: Backfiller,
+        *,
+        clock: Clock | None = None,
+        batch_size: int = 100,
+        purge_poll_seconds: float = 0.5,
+    ) -> None:
+        self.config = config
+        self.gateway = gateway
+        self.effects = effects
+        self.policy = policy
+        self.rooms = rooms
+        self.tracked = tracked
+        self.rooms_state = rooms_state
+        self.audit = audit
+        self.metrics = metrics
+        self.alerts = alerts
+        self.archiver = archiver
+        self.backfiller = backfiller
+        self.clock = clock or Clock()
+        self.batch_size = batch_size
+        self.purge_poll_seconds = purge_poll_seconds
+        self.bot_user_id = config.bot.user_id
+        self.minimum = config.retention.minimum_seconds
+        self.method = config.retention.method
+        self.notices = RoomNotices(
+            config, gateway, effects, rooms_state, policy, archived=archiver is not None
+        )
+        backfiller.after = self.room_ready
+        self.requests: asyncio.Queue[SweepRequest] = asyncio.Queue()
+        self.progress: RoomSweep | None = None
+        self.last: str | None = None
+        self.backlog = 0
+        self._changed: set[str] = set()  # rooms whose policy changed during a sweep
+
+    # -- reacting to policy changes -------------------------------------------------------
+
+    async def on_policy_changed(
+        self, room_id: str, field: str, old: RoomPolicy, new: RoomPolicy
+    ) -> None:
+        """PolicyService listener: a retention change back-fills history and re-publishes
+        state; a legal hold stops a running sweep of the room at once."""
+        if field not in ("retention", "legal_hold"):
+            return
+        self._changed.add(room_id)
+        if not await self.rooms.is_managed(room_id):
+            return
+        if field == "retention":
+            await self.rooms_state.request_backfill(room_id)
+            self.backfiller.wake.set()
+        await self.notices.publish(room_id)
+        if field == "retention" and not self.effects.dry_run:
+            await self.notices.announce_safely(room_id, new)
+
+    async def room_ready(self, room_id: str) -> None:
+        """After a room's history was recorded (the bot joined, or its retention changed):
+        publish its retention state and tell the room, when retention is on there."""
+        await self.notices.publish(room_id)
+        if not self.effects.dry_run:
+            await self.notices.announce_safely(room_id, await self.policy.get(room_id))
+
+    # -- the loop -------------------------------------------------------------------------
+
+    async def run(self, ready: asyncio.Event) -> None:
+        """Sweep once the first sync is in (finishing what a restart interrupted), then every
+        `retention.sweep_interval`, and whenever a sweep is asked for."""
+        await ready.wait()
+        request = SweepRequest()
+        while True:
+            await self.serve(request)
+            try:
+                request = await asyncio.wait_for(
+                    self.requests.get(), self.config.retention.sweep_interval_seconds
+                )
+            except TimeoutError:
+                request = SweepRequest()
+
+    def request(self, request: SweepRequest) -> None:
+        self.requests.put_nowait(request)
+
+    async def serve(self, request: SweepRequest) -> list[RoomSweep]:
+        try:
+            return await self.sweep(request)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            ref = secrets.token_hex(4).upper()
+            log.exception("Retention sweep failed (ref %s)", ref)
+            await self.alerts.send(f"Retention sweep failed (reference {ref}).")
+            if request.reply_room:
+                await self._tell(
+                    request.reply_room, f"❌ Retention sweep failed (reference {ref})."
+                )
+            return []
+
+    async def sweep(self, request: SweepRequest) -> list[RoomSweep]:
+        rooms = list(request.room_ids or await self.rooms.managed())
+        started = time.monotonic()
+        results = [await self.sweep_room(room_id, request) for room_id in rooms]
+        await self.update_backlog()
+        removed = sum(r.removed for r in results)
+        failed = sum(r.failed for r in results)
+        self.last = (
+            f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}: {removed} removed, "
+            f"{failed} failed in {len(rooms)} room(s), {time.monotonic() - started:.1f} s"
+        )
+        if request.reply_room:
+            await self._tell(request.reply_room, sweep_report(results, time.monotonic() - started))
+        return results
+
+    # -- one room -------------------------------------------------------------------------
+
+    def cutoff_for(self, policy: RoomPolicy) -> int | None:
+        """Events stamped before this are due now; None when nothing may be removed."""
+        return cutoff_ms(
+            self.clock.now(),
+            retention_seconds=policy.retention_seconds,
+            minimum_seconds=self.minimum,
+            legal_hold=policy.legal_hold,
+        )
+
+    async def preview(self, room_id: str) -> tuple[Preview, str]:
+        """What the next sweep of the room would remove; changes nothing in the room."""
+        await self.backfiller.run_wanted(only=[room_id])
+        policy = await self.policy.get(room_id)
+        cutoff = self.cutoff_for(policy)
+        preview = (
+            Preview(0)
+            if cutoff is None
+            else await self.tracked.preview(
+                room_id, cutoff, retry_failed_before_ms(self.clock.now())
+            )
+        )
+        retention = effective_retention(policy.retention_seconds, self.minimum)
+        return preview, describe_preview(preview, retention, policy.legal_hold)
+
+    async def sweep_room(self, room_id: str, request: SweepRequest) -> RoomSweep:
+        result = RoomSweep(room_id, dry_run=self.effects.dry_run)
+        self._changed.discard(room_id)
+        await self.backfiller.run_wanted(only=[room_id])
+        policy = await self.policy.get(room_id)
+        await self.notices.publish(room_id)
+        result.held, result.off = policy.legal_hold, policy.retention_seconds is None
+        # Fixed for the whole sweep: it removes what was due when it began, as a preview shows.
+        cutoff = self.cutoff_for(policy)
+        retry_before = retry_failed_before_ms(self.clock.now())
+        if cutoff is not None:
+            result.due = (await self.tracked.preview(room_id, cutoff, retry_before)).count
+        try:
+            if cutoff is not None and result.due and not result.dry_run:
+                await self._remove_due(room_id, policy, cutoff, retry_before, result)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            ref = secrets.token_hex(4).upper()
+            result.error = f"{type(e).__name__} (ref {ref})"
+            log.warning("Retention sweep of %s stopped (ref %s)", room_id, ref, exc_info=True)
+            await self.alerts.send(f"Retention sweep of {room_id} stopped (reference {ref}).")
+        finally:
+            self.progress = None
+        if request.requested_by is not None or result.due or result.failed or result.error:
+            await self._audit_swept(result, request)
+        await self.rooms_state.swept(room_id)
+        return result
+
+    async def _remove_due(
+        self, room_id: str, policy: RoomPolicy, cutoff: int, retry_before: int, result: RoomSweep
+    ) -> None:
+        if self.method == "redact" and not await may_redact_others(self.gateway, room_id):
+            result.no_power = True
+            await self.alerts.send(
+                f"Retention cannot remove messages in {room_id}: the bot's power level is below "
+                "the room's redact level."
+            )
+            return
+        await self.notices.announce(room_id, policy, on_wait=result.waited)
+        self.progress = result
+        if self.method == "purge":
+            await purge_room(self, room_id, cutoff, retry_before, result)
+        else:
+            await self._redact_room(room_id, policy, cutoff, retry_before, result)
+
+    async def _redact_room(
+        self, room_id: str, policy: RoomPolicy, cutoff: int, retry_before: int, result: RoomSweep
+    ) -> None:
+        in_flight = set(await self.tracked.in_flight(room_id))
+        retention = effective_retention(policy.retention_seconds, self.minimum)
+        assert retention is not None
+        reason = redaction_reason(retention)
+        current: int | None = cutoff
+        while True:
+            if room_id in self._changed:  # e.g. a legal hold put on during the sweep
+                self._changed.discard(room_id)
+                now_cutoff = self.cutoff_for(await self.policy.get(room_id))
+                current = None if now_cutoff is None else min(cutoff, now_cutoff)
+            if current is None:
+                return
+            batch = await self.tracked.due(room_id, current, retry_before, self.batch_size)
+            if not batch:
+                return
+            for event in batch:
+                if room_id in self._changed:
+                    break  # re-read the policy before the next removal
+                await self._redact_one(event, reason, event.event_id in in_flight, result)
+
+    async def _redact_one(
+        self, event: TrackedEvent, reason: str, in_flight: bool, result: RoomSweep
+    ) -> None:
+        room_id, event_id = event.room_id, event.event_id
+        raw: dict[str, Any] | None = None
+        if in_flight or (self.archiver is not None and not event.archived):
+            raw = await self.paced(lambda: fetch_event(self.gateway, room_id, event_id), result)
+            if raw is None or is_redacted(raw):
+                await self._already_removed(event, raw, result)
+                return
+        if self.archiver is not None and not event.archived and raw is not None:
+            readable = await self.archiver.archive_event(event, raw)
+            result.archived += 1
+            result.unreadable += 0 if readable else 1
+        await self.tracked.mark_removing([event_id])
+        try:
+            done = await self.paced(lambda: self.effects.redact(room_id, event_id, reason), result)
+        except MForbidden:
+            await self.tracked.mark_failed(event_id, "forbidden")
+            result.failed += 1
+            return
+        except MNotFound:
+            await self.tracked.mark_redacted(event_id)
+            result.gone += 1
+            return
+        assert done.event_id is not None
+        await self.record_removal(event, done.event_id, result, method="redact")
+        self.metrics.redactions.labels(cause="retention").inc()
+
+    async def _already_removed(
+        self, event: TrackedEvent, raw: dict[str, Any] | None, result: RoomSweep
+    ) -> None:
+        """Gone before we got to it; if our own redaction did it (before a restart), record
+        that redaction instead of sending another."""
+        because = ((raw or {}).get("unsigned") or {}).get("redacted_because") or {}
+        reason = (because.get("content") or {}).get("reason")
+        if because.get("sender") == self.bot_user_id and is_retention_reason(reason):
+            await self.record_removal(event, str(because["event_id"]), result, method="redact")
+            return
+        await self.tracked.mark_redacted(event.event_id)
+        result.gone += 1
+
+    async def record_removal(
+        self,
+        event: TrackedEvent,
+        removal_id: str,
+        result: RoomSweep,
+        *,
+        method: str,
+        audit_event_id: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        entry = removal_entry(
+            self.bot_user_id,
+            event.room_id,
+            audit_event_id or removal_id,
+            event.event_id,
+            method=method,
+            extra=extra,
+        )
+        # Audit first: the append's lock, then the row's, the order a sync batch commit takes
+        # them in (else the two deadlock). The append skips a row the sync already recorded.
+        async with transaction(self.tracked.db):
+            await self.audit.append([entry])
+            await self.tracked.mark_removed(event.event_id, removal_id)
+        result.removed += 1
+
+    # -- helpers --------------------------------------------------------------------------
+
+    async def paced(self, op: Callable[[], Awaitable[T]], result: RoomSweep) -> T:
+        return await paced(op, on_wait=result.waited)
+
+    async def _audit_swept(self, result: RoomSweep, request: SweepRequest) -> None:
+        details = result.details()
+        details["trigger"] = "command" if request.requested_by else "schedule"
+        details["requested_by"] = request.requested_by
+        details["method"] = self.method
+        await self.audit.append(
+            [
+                AuditEntry(
+                    actor=self.bot_user_id,
+                    action="retention.swept",
+                    room_id=result.room_id,
+                    details=details,
+                )
+            ]
+        )
+
+    async def update_backlog(self) -> int:
+        total = 0
+        retry_before = retry_failed_before_ms(self.clock.now())
+        for room_id in await self.rooms.managed():
+            cutoff = self.cutoff_for(await self.policy.get(room_id))
+            if cutoff is not None:
+                total += (await self.tracked.preview(room_id, cutoff, retry_before)).count
+        self.backlog = total
+        self.metrics.sweep_backlog.set(total)
+        return total
+
+    async def _tell(self, room_id: str, text: str) -> None:
+        try:
+            await paced(lambda: self.effects.notice(room_id, text))
+        except Exception:
+            log.warning("Could not post the sweep result in %s", room_id, exc_info=True)
+
+    def status_line(self) -> str:
+        parts = [f"{self.backlog} message(s) due"]
+        current = self.progress
+        if current is not None:
+            parts.append(
+                f"sweeping {current.room_id}: {current.removed}/{current.due} removed"
+                + (f", {current.waits} rate-limit waits" if current.waits else "")
+            )
+        parts.append(f"last sweep {self.last}" if self.last else "no sweep yet")
+        return f"Retention ({self.method}): " + "; ".join(parts)

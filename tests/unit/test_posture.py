@@ -1,0 +1,257 @@
+"""Room posture checks, fix planning and alert wording: table-driven over plain values."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from bot.policy.alert_rules import alert_line, alert_message
+from bot.policy.posture import (
+    MEGOLM,
+    RoomState,
+    after_state_event,
+    check_posture,
+    is_external,
+    new_codes,
+    plan_fixes,
+    required_level,
+)
+
+GOOD: dict[str, Any] = {
+    "encryption": {"algorithm": MEGOLM},
+    "join_rules": {"join_rule": "invite"},
+    "history_visibility": {"history_visibility": "joined"},
+    "guest_access": {"guest_access": "forbidden"},
+}
+ACL_OK = {"allow": ["clinic.org", "localhost"], "deny": [], "allow_ip_literals": False}
+
+
+def codes(state: RoomState, *, require_encryption: bool = True, allowed: tuple[str, ...] = ()):
+    findings = check_posture(
+        state,
+        require_encryption=require_encryption,
+        allowed_servers=allowed,
+        own_server="localhost",
+    )
+    return [f.code for f in findings]
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({}, []),
+        ({"encryption": None}, ["encryption"]),
+        ({"join_rules": {"join_rule": "public"}}, ["join_rule"]),
+        ({"join_rules": {"join_rule": "knock"}}, []),
+        ({"join_rules": {"join_rule": "restricted"}}, []),
+        ({"join_rules": None}, []),  # no join rule event: invite
+        ({"history_visibility": {"history_visibility": "shared"}}, ["history_visibility"]),
+        ({"history_visibility": {"history_visibility": "world_readable"}}, ["history_visibility"]),
+        ({"history_visibility": {"history_visibility": "invited"}}, []),
+        ({"history_visibility": None}, ["history_visibility"]),  # absent means shared
+        ({"guest_access": {"guest_access": "can_join"}}, ["guest_access"]),
+        ({"guest_access": None}, []),  # absent means forbidden
+        (
+            {
+                "encryption": None,
+                "join_rules": {"join_rule": "public"},
+                "history_visibility": {"history_visibility": "shared"},
+            },
+            ["encryption", "join_rule", "history_visibility"],
+        ),
+    ],
+)
+def test_each_setting_is_checked(change: dict[str, Any], expected: list[str]) -> None:
+    assert codes(RoomState(**{**GOOD, **change})) == expected
+
+
+def test_encryption_only_required_when_the_room_policy_says_so() -> None:
+    state = RoomState(**{**GOOD, "encryption": None})
+    assert codes(state, require_encryption=False) == []
+
+
+@pytest.mark.parametrize(
+    ("acl", "ok"),
+    [
+        (None, False),
+        (ACL_OK, True),
+        ({"allow": ["clinic.org"], "allow_ip_literals": False}, True),
+        ({"allow": ["*"], "allow_ip_literals": False}, False),
+        ({"allow": ["*.clinic.org"], "allow_ip_literals": False}, False),
+        ({"allow": ["clinic.org", "evil.org"], "allow_ip_literals": False}, False),
+        ({"allow": ["clinic.org"]}, False),  # IP literals are allowed unless refused
+    ],
+)
+def test_server_acl_must_admit_only_allowed_servers(acl: Any, ok: bool) -> None:
+    state = RoomState(**GOOD, server_acl=acl)
+    assert codes(state, allowed=("clinic.org",)) == ([] if ok else ["server_acl"])
+    assert codes(state) == []  # no allowed_servers: no ACL needed
+
+
+def test_fix_contents_put_the_room_right() -> None:
+    bad = RoomState(
+        join_rules={"join_rule": "public"},
+        history_visibility={"history_visibility": "shared"},
+        guest_access={"guest_access": "can_join"},
+    )
+    findings = check_posture(
+        bad, require_encryption=True, allowed_servers=("clinic.org",), own_server="localhost"
+    )
+    fixed_events = [
+        {"type": f.event_type, "state_key": "", "content": dict(f.content)} for f in findings
+    ]
+    fixed = RoomState.from_events(fixed_events)
+    assert codes(fixed, allowed=("clinic.org",)) == []
+    acl = next(f for f in findings if f.code == "server_acl")
+    assert acl.content["allow"] == ["clinic.org", "localhost"]  # never shuts out its own server
+
+
+def test_from_events_ignores_other_state_keys_and_redacted_encryption() -> None:
+    state = RoomState.from_events(
+        [
+            {"type": "m.room.encryption", "state_key": "", "content": {}},
+            {"type": "m.room.join_rules", "state_key": "x", "content": {"join_rule": "public"}},
+        ]
+    )
+    assert state.encryption is None and state.join_rules is None
+
+
+@pytest.mark.parametrize(
+    ("levels", "event_type", "needed"),
+    [
+        (None, "m.room.encryption", 0),
+        ({}, "m.room.encryption", 50),
+        ({"state_default": 75}, "m.room.join_rules", 75),
+        ({"state_default": 50, "events": {"m.room.server_acl": 100}}, "m.room.server_acl", 100),
+        ({"events": {"m.room.server_acl": 100}}, "m.room.join_rules", 50),
+    ],
+)
+def test_required_level(levels: Any, event_type: str, needed: int) -> None:
+    assert required_level(levels, event_type) == needed
+
+
+def test_plan_fixes_by_power() -> None:
+    state = RoomState(join_rules={"join_rule": "public"})
+    findings = check_posture(
+        state, require_encryption=True, allowed_servers=("c.org",), own_server="localhost"
+    )
+    levels = {"state_default": 50, "events": {"m.room.server_acl": 100}}
+    plans = plan_fixes(findings, bot_level=50, power_levels=levels)
+    allowed = {p.finding.code: (p.allowed, p.needed) for p in plans}
+    assert allowed == {
+        "encryption": (True, 50),
+        "join_rule": (True, 50),
+        "history_visibility": (True, 50),
+        "server_acl": (False, 100),
+    }
+
+
+@pytest.mark.parametrize(
+    ("user", "allowed", "external"),
+    [
+        ("@a:clinic.org", ("clinic.org",), False),
+        ("@a:evil.org", ("clinic.org",), True),
+        ("@a:clinic.org:8448", ("clinic.org",), True),  # a different server name
+        ("@a:anything", (), False),  # not configured: nobody is external
+    ],
+)
+def test_is_external(user: str, allowed: tuple[str, ...], external: bool) -> None:
+    assert is_external(user, allowed) is external
+
+
+def test_only_new_findings_are_drift() -> None:
+    findings = check_posture(
+        RoomState(join_rules={"join_rule": "public"}),
+        require_encryption=True,
+        allowed_servers=(),
+        own_server="localhost",
+    )
+    assert new_codes(set(), findings) == ["encryption", "join_rule", "history_visibility"]
+    assert new_codes({"encryption", "history_visibility"}, findings) == ["join_rule"]
+    assert new_codes({"encryption", "join_rule", "history_visibility"}, findings) == []
+
+
+@pytest.mark.parametrize(
+    ("action", "details", "contains"),
+    [
+        ("posture.drift", {"new": ["join_rule"]}, "Posture drift in !r:s: join_rule"),
+        (
+            "posture.fixed",
+            {"fixed": ["encryption"], "not_fixed_codes": ["server_acl"]},
+            "server_acl",
+        ),
+        ("disclosure.external_member", {"server": "evil.org"}, "@x:evil.org from evil.org"),
+        ("decryption.failed", {"reason": "withheld: m.unverified"}, "m.unverified"),
+        ("policy.violation", {"kind": "no_consent"}, "(no_consent)"),
+        ("command.executed", {"command": "status", "outcome": "error AB12"}, "reference AB12"),
+    ],
+)
+def test_alert_lines(action: str, details: dict[str, Any], contains: str) -> None:
+    line = alert_line(
+        action, actor="@a:s", room_id="!r:s", event_id="$e", subject="@x:evil.org", details=details
+    )
+    assert line is not None and contains in line and "\n" not in line
+
+
+@pytest.mark.parametrize(
+    ("action", "details"),
+    [("message.sent", {"hmac": "ab"}), ("command.executed", {"outcome": "ok"})],
+)
+def test_no_alert_for_ordinary_rows(action: str, details: dict[str, Any]) -> None:
+    line = alert_line(
+        action, actor="@a:s", room_id="!r", event_id="$e", subject=None, details=details
+    )
+    assert line is None
+
+
+def test_alert_message_caps_a_burst() -> None:
+    assert alert_message([]) is None
+    text = alert_message([f"line {i}" for i in range(25)], limit=10)
+    assert text is not None
+    assert text.count("\n") == 10 and "15 more" in text
+
+
+@pytest.mark.parametrize(
+    ("previous", "event_type", "content", "new", "now"),
+    [
+        # A public join rule appears: drift; other findings are kept as they were.
+        (
+            ["encryption"],
+            "m.room.join_rules",
+            {"join_rule": "public"},
+            ["join_rule"],
+            ["encryption", "join_rule"],
+        ),
+        # Already known: no new drift.
+        (["join_rule"], "m.room.join_rules", {"join_rule": "public"}, [], ["join_rule"]),
+        # Put right: the finding goes, nothing new.
+        (
+            ["join_rule", "guest_access"],
+            "m.room.join_rules",
+            {"join_rule": "invite"},
+            [],
+            ["guest_access"],
+        ),
+        (["encryption"], "m.room.encryption", {"algorithm": MEGOLM}, [], []),
+        (
+            [],
+            "m.room.guest_access",
+            {"guest_access": "can_join"},
+            ["guest_access"],
+            ["guest_access"],
+        ),
+        ([], "m.room.history_visibility", {"history_visibility": "invited"}, [], []),
+    ],
+)
+def test_after_state_event_judges_the_event_itself(
+    previous: list[str], event_type: str, content: dict[str, Any], new: list[str], now: list[str]
+) -> None:
+    assert after_state_event(
+        previous,
+        event_type,
+        content,
+        require_encryption=True,
+        allowed_servers=(),
+        own_server="localhost",
+    ) == (new, now)
