@@ -47,6 +47,7 @@ from bot.service.commands import CommandService
 from bot.service.consent import ConsentService
 from bot.service.consent_enforcement import ConsentObserver
 from bot.service.consent_grants import ConsentGrants
+from bot.service.consent_renewal import ConsentRenewal
 from bot.service.decryption import DecryptionRetrier
 from bot.service.observers import Observer
 from bot.service.pipeline import EventPipeline
@@ -166,6 +167,7 @@ class Chaperone:
                 self.consent, self.policy, self.access, self.effects, self.alerts, self.metrics
             )
         )
+        self.consent_renewal = ConsentRenewal(self.consent)
         self.policy.listeners.append(self.consent.on_policy_changed)
         self.staff_admin = StaffService(
             self.config, self.staff, self.rooms, self.gateway, self.effects, self.audit
@@ -224,7 +226,7 @@ class Chaperone:
             asyncio.create_task(self.admin_alerts.watch_sync(self.sync_loop), name="sync-watch")
         )
         self.tasks.append(asyncio.create_task(self.backfiller.run(), name="backfill"))
-        self.tasks.append(asyncio.create_task(self.consent.run(), name="consent-check"))
+        self.tasks.append(asyncio.create_task(self.consent_renewal.run(), name="consent-check"))
         self.tasks.append(
             asyncio.create_task(
                 self.retention.run(self.sync_loop.first_batch_done), name="retention-sweep"
@@ -304,5 +306,5 @@ class Chaperone:
             f"Management room: {self.config.bot.management_room or 'not configured'}; "
             f"HTTP on {self.config.http.host}:{self.web.port}",
             self.retention.status_line(),
-            await self.consent.status_line(),
+            await self.consent_renewal.status_line(),
         ]

@@ -1,10 +1,9 @@
-"""The consent flow (SPEC 3.1, 3.2): terms posted and recorded, agree / revoke / show / list,
-offline forms, and the periodic renewal and expiry check. Enforcement is in
-`bot.service.consent_enforcement`."""
+"""The consent flow (SPEC 3.1, 3.2): who needs to agree, the terms posted and recorded, show and
+list, notices not repeated, per-day counts. Recording is in `consent_grants`, enforcement in
+`consent_enforcement`, renewal and expiry in `consent_renewal`."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 from collections.abc import Sequence
@@ -23,8 +22,6 @@ from bot.matrix.gateway import MatrixGateway
 from bot.policy.consent import (
     ConsentRecord,
     Validity,
-    expiry_due,
-    reask_reason,
     terms_sha256,
     validity,
 )
@@ -40,10 +37,10 @@ log = logging.getLogger("chaperone.consent")
 # Terms are not posted to the same patient in the same room more often than this, unless the
 # bot asks for a renewal (a patient who joins, leaves and rejoins is not flooded).
 TERMS_REPOST_AFTER = timedelta(hours=1)
-DEFAULT_CHECK_INTERVAL = 3600.0
 
 
-def _day(at: datetime) -> str:
+def day_text(at: datetime) -> str:
+    """A date as shown to users (YYYY-MM-DD)."""
     return at.strftime("%Y-%m-%d")
 
 
@@ -60,8 +57,6 @@ class ConsentService:
         effects: MatrixEffects,
         policy: PolicyService,
         clock: Clock,
-        *,
-        check_interval: float = DEFAULT_CHECK_INTERVAL,
     ) -> None:
         self.config = config
         self.settings = config.consent
@@ -74,7 +69,6 @@ class ConsentService:
         self.effects = effects
         self.policy = policy
         self.clock = clock
-        self.check_interval = check_interval
         self.bot_user_id = config.bot.user_id
         self.prefix = config.bot.command_prefix
         self.terms_hash = terms_sha256(self.settings.terms)
@@ -173,7 +167,7 @@ class ConsentService:
         who = ", ".join(mentions)
         if reason == "expiring" and record is not None:
             head = (
-                f"{who}: your consent to texting here ends on {_day(record.expires_at)}. "
+                f"{who}: your consent to texting here ends on {day_text(record.expires_at)}. "
                 "To keep texting, please read the terms again and agree:"
             )
         elif reason == "new_terms":
@@ -286,14 +280,14 @@ class ConsentService:
         )
         terms = (
             f"hours {record.hours} ({record.timezone}), at most {record.max_per_day} messages "
-            f"a day, topics: {topics}; {how} on {_day(record.granted_at)}"
+            f"a day, topics: {topics}; {how} on {day_text(record.granted_at)}"
         )
         if state is Validity.VALID:
-            return f"valid until {_day(record.expires_at)} — {terms}"
+            return f"valid until {day_text(record.expires_at)} — {terms}"
         if state is Validity.REVOKED and record.revoked_at is not None:
-            return f"withdrawn on {_day(record.revoked_at)}"
+            return f"withdrawn on {day_text(record.revoked_at)}"
         if state is Validity.EXPIRED:
-            return f"expired on {_day(record.expires_at)}"
+            return f"expired on {day_text(record.expires_at)}"
         agree = f" — send `{self.prefix} consent agree` to agree to them" if you else ""
         return (
             f"given to terms version {record.terms_version}; the terms are now version "
@@ -342,75 +336,3 @@ class ConsentService:
                 text += f"; {sent} of {record.max_per_day} messages today"
             lines.append(f"• {patient}{where}: {text}")
         return lines
-
-    # -- periodic renewal and expiry (SPEC 3.2) ------------------------------------------------
-
-    async def status_line(self) -> str:
-        now = self.clock.now()
-        version = self.settings.version
-        valid = [
-            r
-            for r in await self.repo.open_records()
-            if validity(r, now, version) is Validity.VALID
-        ]
-        return (
-            f"Consent: {len(valid)} valid (terms version {version}); renewal and expiry "
-            f"checked every {self.check_interval:.0f} s"
-        )
-
-    async def run(self) -> None:
-        while True:
-            try:
-                await self.check_consents()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                ref = secrets.token_hex(4).upper()
-                log.exception("Consent check failed (ref %s)", ref)
-            await asyncio.sleep(self.check_interval)
-
-    async def check_consents(self) -> None:
-        """Record lapsed consents (`consent.expired`) and ask again before they lapse or when
-        the terms changed."""
-        now = self.clock.now()
-        for record in await self.repo.open_records():
-            try:
-                await self._check_one(record, now)
-            except Exception:
-                ref = secrets.token_hex(4).upper()
-                log.exception("Consent check of record %d failed (ref %s)", record.id, ref)
-
-    async def _check_one(self, record: ConsentRecord, now: datetime) -> None:
-        if expiry_due(record, now):
-            async with transaction(self.repo.db):
-                if not await self.repo.mark_expiry_recorded(record.id, now):
-                    return
-                await self.audit.append(
-                    [
-                        AuditEntry(
-                            actor="system",
-                            action="consent.expired",
-                            room_id=record.room_id,
-                            subject=record.user_id,
-                            details={
-                                "consent_id": record.id,
-                                "expires_at": record.expires_at.isoformat(),
-                            },
-                        )
-                    ]
-                )
-            if record.user_id in await self.patients_in(record.room_id):
-                await self.tell(
-                    record.room_id,
-                    f"{record.user_id}: your consent to texting here expired on "
-                    f"{_day(record.expires_at)}. Staff will not text you here until you agree "
-                    f"again: send `{self.prefix} consent` to read the terms.",
-                    [record.user_id],
-                )
-            return
-        reason = reask_reason(record, now, self.settings.version, self.settings.valid_days)
-        if reason is None:
-            return
-        if record.user_id in await self.patients_in(record.room_id):
-            await self.ask(record.room_id, [record.user_id], reason, record=record, force=True)
-        await self.repo.mark_reasked(record.id, now)

@@ -274,21 +274,21 @@ async def test_renewal_is_asked_before_expiry_and_expiry_is_recorded(
     try:
         staff, patient, room = await consent_room(bot_env, e2ee_user)
         await command(patient, room, bot_env, "consent agree", "your consent is recorded")
-        consent = bot.app.consent
+        consent, renewal = bot.app.consent, bot.app.consent_renewal
         now = datetime.now(UTC)
 
         consent.clock = FakeClock(now + timedelta(hours=23))
-        await consent.check_consents()
-        renewal = await bot_says(patient, room, bot_env, "To keep texting")
-        assert mentions(renewal) == [patient.user_id] and "The risk:" in body(renewal)
+        await renewal.check_consents()
+        asked = await bot_says(patient, room, bot_env, "To keep texting")
+        assert mentions(asked) == [patient.user_id] and "The risk:" in body(asked)
         reasons = [details(r)["reason"] for r in await audit_rows(db_url, "consent.terms_posted")]
         assert reasons[-1] == "expiring"
-        await consent.check_consents()  # asked once
+        await renewal.check_consents()  # asked once
 
         consent.clock = FakeClock(now + timedelta(hours=25))
-        await consent.check_consents()
+        await renewal.check_consents()
         await bot_says(patient, room, bot_env, "expired on")
-        await consent.check_consents()  # recorded once
+        await renewal.check_consents()  # recorded once
         [expired] = await audit_rows(db_url, "consent.expired", room_id=room)
         assert (expired["actor"], expired["subject"]) == ("system", patient.user_id)
         await command(patient, room, bot_env, "consent", "Your consent here: expired on")

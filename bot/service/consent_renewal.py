@@ -1,0 +1,98 @@
+"""Consent renewal and expiry (SPEC 3.2): a periodic check that asks patients again before
+their consent lapses (or when the terms changed) and records `consent.expired`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from datetime import datetime
+
+from bot.db.audit import AuditEntry
+from bot.db.database import transaction
+from bot.policy.consent import ConsentRecord, Validity, expiry_due, reask_reason, validity
+from bot.service.consent import ConsentService, day_text
+
+log = logging.getLogger("chaperone.consent")
+
+DEFAULT_CHECK_INTERVAL = 3600.0
+
+
+class ConsentRenewal:
+    def __init__(self, consent: ConsentService, interval: float = DEFAULT_CHECK_INTERVAL) -> None:
+        self.consent = consent
+        self.interval = interval
+
+    async def status_line(self) -> str:
+        now = self.consent.clock.now()
+        version = self.consent.settings.version
+        valid = [
+            r
+            for r in await self.consent.repo.open_records()
+            if validity(r, now, version) is Validity.VALID
+        ]
+        return (
+            f"Consent: {len(valid)} valid (terms version {version}); renewal and expiry "
+            f"checked every {self.interval:.0f} s"
+        )
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.check_consents()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                ref = secrets.token_hex(4).upper()
+                log.exception("Consent check failed (ref %s)", ref)
+            await asyncio.sleep(self.interval)
+
+    async def check_consents(self) -> None:
+        """Record lapsed consents (`consent.expired`) and ask again before they lapse or when
+        the terms changed."""
+        now = self.consent.clock.now()
+        for record in await self.consent.repo.open_records():
+            try:
+                await self._check_one(record, now)
+            except Exception:
+                ref = secrets.token_hex(4).upper()
+                log.exception("Consent check of record %d failed (ref %s)", record.id, ref)
+
+    async def _check_one(self, record: ConsentRecord, now: datetime) -> None:
+        if expiry_due(record, now):
+            async with transaction(self.consent.repo.db):
+                if not await self.consent.repo.mark_expiry_recorded(record.id, now):
+                    return
+                await self.consent.audit.append(
+                    [
+                        AuditEntry(
+                            actor="system",
+                            action="consent.expired",
+                            room_id=record.room_id,
+                            subject=record.user_id,
+                            details={
+                                "consent_id": record.id,
+                                "expires_at": record.expires_at.isoformat(),
+                            },
+                        )
+                    ]
+                )
+            if record.user_id in await self.consent.patients_in(record.room_id):
+                await self.consent.tell(
+                    record.room_id,
+                    f"{record.user_id}: your consent to texting here expired on "
+                    f"{day_text(record.expires_at)}. Staff will not text you here until you agree "
+                    f"again: send `{self.consent.prefix} consent` to read the terms.",
+                    [record.user_id],
+                )
+            return
+        reason = reask_reason(
+            record, now, self.consent.settings.version, self.consent.settings.valid_days
+        )
+        if reason is None:
+            return
+        if record.user_id in await self.consent.patients_in(record.room_id):
+            await self.consent.ask(
+                record.room_id, [record.user_id], reason, record=record, force=True
+            )
+        await self.consent.repo.mark_reasked(record.id, now)
