@@ -47,7 +47,7 @@ class MatrixEffects:
     async def _ensure_members(self, room_id: str) -> None:
         # Keys are shared with the member list mautrix knows: make sure it is the full list.
         if not await self.gateway.state_store.has_full_member_list(RoomID(room_id)):
-            await self.client.get_state(RoomID(room_id))
+            await self.gateway.load_state(room_id)
 
     async def notice(self, room_id: str, text: str, *, mentions: Sequence[str] = ()) -> str:
         """Send a notice (encrypted when the room is); `mentions` become pills and m.mentions."""

@@ -29,6 +29,7 @@ from mautrix.types import (
     PowerLevelStateEventContent,
     RoomID,
     SessionID,
+    StateEvent,
     SyncToken,
     UserID,
 )
@@ -124,6 +125,7 @@ class MatrixGateway:
         self._tokens = TokenBox(config.encryption.pickle_key)
         self.withheld: dict[str, str] = {}  # session_id -> withheld code
         self._creators: dict[str, dict[str, Any]] = {}  # room_id -> create sender/additional
+        self._state_locks: dict[str, asyncio.Lock] = {}
 
     @property
     def device_id(self) -> str:
@@ -317,10 +319,17 @@ class MatrixGateway:
 
     # -- acting on the homeserver -----------------------------------------------------------
 
+    async def load_state(self, room_id: str) -> list[StateEvent]:
+        """Fetch the room's full state into the state store, one fetch per room at a time:
+        mautrix's Postgres state store raises on two concurrent member-list writes."""
+        lock = self._state_locks.setdefault(room_id, asyncio.Lock())
+        async with lock:
+            return await self.client.get_state(RoomID(room_id))
+
     async def join(self, room_id: str) -> None:
         """Join, then load the full state so member lists (and key sharing) are complete."""
         await self.client.join_room_by_id(RoomID(room_id))
-        await self.client.get_state(RoomID(room_id))
+        await self.load_state(room_id)
 
     async def reject_invite(self, room_id: str) -> None:
         try:
@@ -334,13 +343,17 @@ class MatrixGateway:
     async def joined_members(self, room_id: str) -> list[str]:
         """User IDs joined to the room now (the full member list is loaded first if needed)."""
         if not await self.state_store.has_full_member_list(RoomID(room_id)):
-            await self.client.get_state(RoomID(room_id))
+            await self.load_state(room_id)
         members = await self.state_store.get_members(RoomID(room_id), (Membership.JOIN,))
         return [str(user_id) for user_id in members]
 
+    async def joined_rooms(self) -> list[str]:
+        """The rooms the bot is joined to, as the homeserver has it now."""
+        return [str(room_id) for room_id in await self.client.get_joined_rooms()]
+
     async def room_state(self, room_id: str) -> list[dict[str, Any]]:
         """The room's current state events as raw dicts (refreshes the state store too)."""
-        return [evt.serialize() for evt in await self.client.get_state(RoomID(room_id))]
+        return [evt.serialize() for evt in await self.load_state(room_id)]
 
     async def membership(self, room_id: str, user_id: str) -> str:
         """The user's membership in the room as the homeserver has it now (`leave` if none);
@@ -371,7 +384,7 @@ class MatrixGateway:
     async def _create_content(self, room_id: str) -> dict[str, Any] | None:
         cache = self._creators
         if room_id not in cache:
-            state = await self.client.get_state(RoomID(room_id))
+            state = await self.load_state(room_id)
             for evt in state:
                 if evt.type == EventType.ROOM_CREATE:
                     content = evt.content.serialize()

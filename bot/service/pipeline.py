@@ -168,7 +168,9 @@ class EventPipeline:
                     details={"changes": fact.changes},
                 )
             )
-        elif isinstance(fact, RedactionFact):
+        elif isinstance(fact, RedactionFact) and fact.sender != self.bot_user_id:
+            # The bot's own redactions are recorded, with their cause, by the flow that made
+            # them (consent enforcement, retention); recording them here too would race it.
             outcome.entries.append(
                 AuditEntry(
                     actor=fact.sender,
