@@ -25,6 +25,7 @@ from mautrix.types import (
 )
 
 from bot.matrix.gateway import MatrixGateway
+from bot.matrix.ratelimit import retry_rate_limited
 from bot.matrix.synapse_admin import SynapseAdmin
 
 log = logging.getLogger("chaperone.effects")
@@ -61,7 +62,9 @@ class MatrixEffects:
             content.format = Format.HTML
             content.formatted_body = body_html
             content["m.mentions"] = {"user_ids": list(mentions)}
-        return str(await self.client.send_message(RoomID(room_id), content))
+        return str(
+            await retry_rate_limited(lambda: self.client.send_message(RoomID(room_id), content))
+        )
 
     async def redact(self, room_id: str, event_id: str, reason: str) -> EffectResult:
         if self.dry_run:

@@ -40,7 +40,7 @@ from bot.config import Config
 from bot.db.database import Databases
 from bot.db.identity import IdentityStore
 from bot.matrix.facts import trust_name
-from bot.matrix.ratelimit import PacedHTTPAPI
+from bot.matrix.ratelimit import PacedHTTPAPI, retry_rate_limited
 
 log = logging.getLogger("chaperone.matrix")
 
@@ -180,8 +180,12 @@ class MatrixGateway:
                     return
                 except MUnknownToken:
                     log.info("Stored access token no longer valid; logging in again")
-        resp = await self.client.login(
-            password=bot.password, device_id=stored_device or None, device_name=bot.device_name
+        resp = await retry_rate_limited(
+            lambda: self.client.login(
+                password=bot.password,
+                device_id=stored_device or None,
+                device_name=bot.device_name,
+            )
         )
         await self.identity.save(
             self.user_id, self.user_id, resp.device_id, self._tokens.seal(resp.access_token)

@@ -7,14 +7,18 @@ behaves exactly as in mautrix: RateLimited *is* an MLimitExceeded.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from aiohttp import ClientResponse
 from mautrix.api import HTTPAPI, Method
 from mautrix.errors import MLimitExceeded, make_request_error
 from yarl import URL
+
+T = TypeVar("T")
 
 
 class RateLimited(MLimitExceeded):
@@ -76,3 +80,17 @@ class PacedHTTPAPI(HTTPAPI):
                 message=fields.get("error"),
                 unstable_errcode=fields.get("org.matrix.msc3848.unstable.errcode"),
             )
+
+
+async def retry_rate_limited(
+    call: Callable[[], Awaitable[T]], *, attempts: int = 5, max_wait: float = 60.0
+) -> T:
+    """Run `call`, waiting out the homeserver's 429s (as long as it asks, capped) between tries."""
+    for attempt in range(attempts):
+        try:
+            return await call()
+        except RateLimited as e:
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(min(max_wait, (e.retry_after_ms or 1000) / 1000))
+    raise AssertionError("unreachable")

@@ -254,3 +254,67 @@ def test_config_refuses_an_archive_key_that_is_not_one(tmp_path: Path) -> None:
     good = base64.b64encode(bytes(PrivateKey.generate().public_key)).decode()
     config = parse_config(config_with(retention__archive_public_key=good), {}, tmp_path)
     assert config.retention.archive_public_key == good
+
+
+@pytest.mark.parametrize(
+    ("body", "header", "expected"),
+    [
+        ({"errcode": "M_LIMIT_EXCEEDED", "retry_after_ms": 4321}, "5", 4321),  # body wins
+        ({"errcode": "M_LIMIT_EXCEEDED"}, "2", 2000),  # Retry-After is in seconds
+        ({"retry_after_ms": -1}, None, None),
+        ({"retry_after_ms": True}, None, None),
+        (None, "soon", None),
+        ("not json", None, None),
+    ],
+)
+def test_the_homeservers_wait_is_read_from_a_429(
+    body: object, header: str | None, expected: int | None
+) -> None:
+    from bot.matrix.ratelimit import retry_after_ms
+
+    assert retry_after_ms(body, header) == expected
+
+
+def test_keygen_prints_a_pair_that_works_and_export_names_a_bad_argument(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from bot.__main__ import main
+
+    assert main(["keygen"]) == 0
+    printed = capsys.readouterr().out
+    private = parse_private_key(printed)
+    public_line = next(ln for ln in printed.splitlines() if ln.startswith("archive_public_key"))
+    assert parse_public_key(public_line.split(": ", 1)[1]) == bytes(PrivateKey(private).public_key)
+    assert main(["keygen"]) == 0
+    assert capsys.readouterr().out != printed  # a new pair each time
+
+    missing = tmp_path / "nope.key"
+    args = ["archive", "export", "-c", str(tmp_path / "c.yaml"), "--private-key-file"]
+    assert main([*args, str(missing)]) == 2
+    assert "nope.key" in capsys.readouterr().err
+    assert main([*args, str(missing), "action=message.sent"]) == 2
+    err = capsys.readouterr().err
+    assert "action=" in err and "expected room, user, since or until" in err
+
+
+async def test_retry_rate_limited_waits_as_asked_then_succeeds() -> None:
+    from bot.matrix.ratelimit import RateLimited, retry_rate_limited
+
+    calls: list[int] = []
+
+    async def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise RateLimited(429, "slow down", retry_after_ms=10)
+        return "sent"
+
+    assert await retry_rate_limited(flaky) == "sent"
+    assert len(calls) == 3
+
+    async def always() -> str:
+        raise RateLimited(429, "slow down", retry_after_ms=1)
+
+    import pytest
+
+    with pytest.raises(RateLimited):
+        await retry_rate_limited(always, attempts=2)
