@@ -145,8 +145,8 @@ class WebServer:
                 return _error(503, f"not ready: {self.waiting_reason}")
             try:
                 return await handler(request)
-            except (asyncio.CancelledError, ConnectionResetError):
-                raise
+            except (asyncio.CancelledError, ConnectionResetError, _StreamBroken):
+                raise  # mid-stream: the connection is dropped, never a clean (short) end
             except Exception:
                 ref = error_reference()
                 log.warning("%s failed (ref %s)", request.path, ref, exc_info=True)
@@ -200,17 +200,22 @@ class WebServer:
             # still gets a proper 503 rather than a cut-off 200.
             first = await anext(lines, None)
             await response.prepare(request)
-            if first is not None:
-                rows, buffer, size = 1, [first], len(first)
-                async for line in lines:
-                    rows += 1
-                    buffer.append(line)
-                    size += len(line)
-                    if size >= STREAM_CHUNK:
-                        await response.write("".join(buffer).encode())
-                        buffer, size = [], 0
-        if buffer:
-            await response.write("".join(buffer).encode())
+            try:
+                if first is not None:
+                    rows, buffer, size = 1, [first], len(first)
+                    async for line in lines:
+                        rows += 1
+                        buffer.append(line)
+                        size += len(line)
+                        if size >= STREAM_CHUNK:
+                            await response.write("".join(buffer).encode())
+                            buffer, size = [], 0
+                if buffer:
+                    await response.write("".join(buffer).encode())
+            except Exception as e:
+                ref = error_reference()
+                log.warning("Audit export broke off after %d rows (ref %s)", rows, ref)
+                raise _StreamBroken(ref) from e
         await response.write_eof()
         await self.parts.audit.append(
             [
@@ -237,6 +242,10 @@ class WebServer:
             return web.json_response({"ok": True, "rows": result.rows})
         body: dict[str, Any] = {"ok": False, "first_broken_seq": result.first_broken_seq}
         return web.json_response(body, status=409)
+
+
+class _StreamBroken(Exception):
+    """The export failed after the 200 went out: the client must see a broken transfer."""
 
 
 def _error(status: int, text: str) -> web.Response:

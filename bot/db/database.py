@@ -56,6 +56,9 @@ def _db_args(role: str, max_size: int) -> dict[str, Any]:
         "min_size": 1,
         "max_size": max_size,
         "server_settings": {"application_name": f"chaperone-{role}"},
+        # mautrix's default calls sys.exit(26) on an asyncpg InternalClientError, which a
+        # Postgres outage can provoke; SPEC 11 wants retries with backoff instead.
+        "meow_exit_on_ice": False,
     }
 
 

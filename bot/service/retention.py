@@ -1,8 +1,8 @@
 """The retention sweeper (SPEC 4): archive, then remove, each message older than its room's
 retention; paced by the homeserver's 429s; resumable; never under a legal hold.
 
-Per event: (archive →) mark `removing` → redact → mark removed + audit. A restart finds the
-events marked `removing` and checks each on the homeserver before redacting again.
+This module decides per room and per sweep (policy, hold, cutoff, power, announcement) and
+records; retention_redact and retention_purge carry out the two removal methods.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from mautrix.errors import MForbidden, MNotFound
-
 from bot.clock import Clock
 from bot.config import Config
 from bot.db.audit import AuditEntry, AuditLog
@@ -26,7 +24,7 @@ from bot.db.rooms import RoomsRepo
 from bot.db.tracked_events import TrackedEvents
 from bot.matrix.effects import MatrixEffects
 from bot.matrix.gateway import MatrixGateway
-from bot.matrix.history import fetch_event, is_redacted, may_redact_others
+from bot.matrix.history import may_redact_others
 from bot.metrics import Metrics
 from bot.policy.retention import (
     Preview,
@@ -34,8 +32,6 @@ from bot.policy.retention import (
     cutoff_ms,
     describe_preview,
     effective_retention,
-    is_retention_reason,
-    redaction_reason,
     retry_failed_before_ms,
 )
 from bot.policy.room_policy import RoomPolicy
@@ -44,6 +40,7 @@ from bot.service.archive import Archiver
 from bot.service.policy import PolicyService
 from bot.service.retention_notices import RoomNotices, sweep_report
 from bot.service.retention_purge import purge_room
+from bot.service.retention_redact import redact_room
 from bot.service.tracking import Backfiller, paced, removal_entry
 
 log = logging.getLogger("chaperone.retention")
@@ -145,7 +142,7 @@ class RetentionService:
         self.progress: RoomSweep | None = None
         self.last: str | None = None
         self.backlog = 0
-        self._changed: set[str] = set()  # rooms whose policy changed during a sweep
+        self.changed: set[str] = set()  # rooms whose policy changed during a sweep
 
     # -- reacting to policy changes -------------------------------------------------------
 
@@ -156,7 +153,7 @@ class RetentionService:
         state; a legal hold stops a running sweep of the room at once."""
         if field not in ("retention", "legal_hold"):
             return
-        self._changed.add(room_id)
+        self.changed.add(room_id)
         if not await self.rooms.is_managed(room_id):
             return
         if field == "retention":
@@ -250,7 +247,7 @@ class RetentionService:
 
     async def sweep_room(self, room_id: str, request: SweepRequest) -> RoomSweep:
         result = RoomSweep(room_id, dry_run=self.effects.dry_run)
-        self._changed.discard(room_id)
+        self.changed.discard(room_id)
         await self.backfiller.run_wanted(only=[room_id])
         policy = await self.policy.get(room_id)
         await self.notices.publish(room_id)
@@ -292,72 +289,7 @@ class RetentionService:
         if self.method == "purge":
             await purge_room(self, room_id, cutoff, retry_before, result)
         else:
-            await self._redact_room(room_id, policy, cutoff, retry_before, result)
-
-    async def _redact_room(
-        self, room_id: str, policy: RoomPolicy, cutoff: int, retry_before: int, result: RoomSweep
-    ) -> None:
-        in_flight = set(await self.tracked.in_flight(room_id))
-        retention = effective_retention(policy.retention_seconds, self.minimum)
-        assert retention is not None
-        reason = redaction_reason(retention)
-        current: int | None = cutoff
-        while True:
-            if room_id in self._changed:  # e.g. a legal hold put on during the sweep
-                self._changed.discard(room_id)
-                now_cutoff = self.cutoff_for(await self.policy.get(room_id))
-                current = None if now_cutoff is None else min(cutoff, now_cutoff)
-            if current is None:
-                return
-            batch = await self.tracked.due(room_id, current, retry_before, self.batch_size)
-            if not batch:
-                return
-            for event in batch:
-                if room_id in self._changed:
-                    break  # re-read the policy before the next removal
-                await self._redact_one(event, reason, event.event_id in in_flight, result)
-
-    async def _redact_one(
-        self, event: TrackedEvent, reason: str, in_flight: bool, result: RoomSweep
-    ) -> None:
-        room_id, event_id = event.room_id, event.event_id
-        raw: dict[str, Any] | None = None
-        if in_flight or (self.archiver is not None and not event.archived):
-            raw = await self.paced(lambda: fetch_event(self.gateway, room_id, event_id), result)
-            if raw is None or is_redacted(raw):
-                await self._already_removed(event, raw, result)
-                return
-        if self.archiver is not None and not event.archived and raw is not None:
-            readable = await self.archiver.archive_event(event, raw)
-            result.archived += 1
-            result.unreadable += 0 if readable else 1
-        await self.tracked.mark_removing([event_id])
-        try:
-            done = await self.paced(lambda: self.effects.redact(room_id, event_id, reason), result)
-        except MForbidden:
-            await self.tracked.mark_failed(event_id, "forbidden")
-            result.failed += 1
-            return
-        except MNotFound:
-            await self.tracked.mark_redacted(event_id)
-            result.gone += 1
-            return
-        assert done.event_id is not None
-        await self.record_removal(event, done.event_id, result, method="redact")
-        self.metrics.redactions.labels(cause="retention").inc()
-
-    async def _already_removed(
-        self, event: TrackedEvent, raw: dict[str, Any] | None, result: RoomSweep
-    ) -> None:
-        """Gone before we got to it; if our own redaction did it (before a restart), record
-        that redaction instead of sending another."""
-        because = ((raw or {}).get("unsigned") or {}).get("redacted_because") or {}
-        reason = (because.get("content") or {}).get("reason")
-        if because.get("sender") == self.bot_user_id and is_retention_reason(reason):
-            await self.record_removal(event, str(because["event_id"]), result, method="redact")
-            return
-        await self.tracked.mark_redacted(event.event_id)
-        result.gone += 1
+            await redact_room(self, room_id, policy, cutoff, retry_before, result)
 
     async def record_removal(
         self,

@@ -77,7 +77,10 @@ class StaffService:
         removed_rooms: list[str] = []
         would_remove: list[str] = []
         failed: dict[str, str] = {}
-        for room_id in await self.rooms.managed():
+        # The homeserver's list too: a room joined moments ago may not be recorded yet.
+        managed = await self.rooms.managed()
+        joined = await self.gateway.joined_rooms()
+        for room_id in managed + [r for r in joined if r not in managed]:
             if await self.gateway.membership(room_id, user_id) not in REMOVABLE:
                 continue
             try:
