@@ -225,6 +225,7 @@ class Chaperone:
         self.tasks.append(
             asyncio.create_task(self.admin_alerts.watch_sync(self.sync_loop), name="sync-watch")
         )
+        self.tasks.append(asyncio.create_task(self.leader.keep(), name="leader"))
         self.tasks.append(asyncio.create_task(self.backfiller.run(), name="backfill"))
         self.tasks.append(asyncio.create_task(self.consent_renewal.run(), name="consent-check"))
         self.tasks.append(

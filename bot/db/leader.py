@@ -17,6 +17,10 @@ log = logging.getLogger("chaperone.leader")
 ACTIVE_INSTANCE_LOCK_ID = 0x43_68_61_70_00_00_00_03
 
 
+class LostLeadership(RuntimeError):
+    """Another instance holds the lock now: this one must stop."""
+
+
 class LeaderLock:
     def __init__(self, url: str, poll_seconds: float = 1.0) -> None:
         self.url = url
@@ -41,6 +45,38 @@ class LeaderLock:
         if told:
             log.warning("The other instance is gone; taking over")
         self._conn = conn
+
+    async def keep(self, interval: float = 5.0) -> None:
+        """Hold the lock while running; raise LostLeadership if it cannot be kept.
+
+        A Postgres restart drops the lock with its session. Then it is taken again at once if
+        no one else has it (the usual case); if a standby got it first, this instance must stop.
+        """
+        while True:
+            await asyncio.sleep(interval)
+            if await self._still_held():
+                continue
+            log.warning("Lost the database lock's session; taking the lock again")
+            try:
+                conn = await asyncpg.connect(self.url)
+            except (OSError, asyncpg.PostgresError):
+                continue  # Postgres still down: nobody else can take it either; retry
+            if await conn.fetchval("SELECT pg_try_advisory_lock($1)", ACTIVE_INSTANCE_LOCK_ID):
+                self._conn = conn
+                log.warning("Database lock taken again")
+                continue
+            await conn.close()
+            raise LostLeadership("another instance became active while the lock was lost")
+
+    async def _still_held(self) -> bool:
+        if self._conn is None or self._conn.is_closed():
+            return False
+        try:
+            await self._conn.fetchval("SELECT 1", timeout=5)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+            self._conn.terminate()
+            return False
+        return True
 
     @property
     def held(self) -> bool:
