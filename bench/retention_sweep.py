@@ -26,6 +26,7 @@ from typing import Any
 import aiohttp
 import pgserver
 import yaml
+from _common import fresh_database
 
 from bot.app import Chaperone
 from bot.config import load_config
@@ -166,7 +167,7 @@ async def main(messages: int, limited_messages: int) -> None:
                 try:
                     workdir = root / f"bot-{len(rates)}"
                     workdir.mkdir()
-                    db_url = await _fresh_database(pg.get_uri(), f"bench{len(rates)}")
+                    db_url = await fresh_database(pg.get_uri(), f"bench{len(rates)}")
                     rates.append(await sweep_rate(server, db_url, workdir, count))
                 finally:
                     server.stop()
@@ -175,19 +176,6 @@ async def main(messages: int, limited_messages: int) -> None:
     print(f"redactions per second without rate limits: {rates[0]:.2f}")
     print(f"redactions per second with rate limits:    {rates[1]:.2f}")
     print(f"ratio:                                     {rates[0] / rates[1]:.1f}x")
-
-
-async def _fresh_database(server_url: str, name: str) -> str:
-    import asyncpg
-    from yarl import URL
-
-    conn = await asyncpg.connect(server_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    url = URL(server_url)
-    return str(url.with_path("/" + name).with_query(url.query))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pgserver
 import yaml
+from _common import fresh_database
 from mautrix.client import ClientAPI
 from mautrix.types import UserID
 
@@ -38,7 +39,9 @@ async def baseline(base_url: str, user_id: str, password: str) -> float:
         await api.api.session.close()
 
 
-async def bot_first_sync(base_url: str, db_url: str, user_id: str, password: str, d: Path) -> float:
+async def bot_first_sync(
+    base_url: str, db_url: str, user_id: str, password: str, d: Path
+) -> float:
     config_path = d / "config.yaml"
     config_path.write_text(
         yaml.safe_dump(
@@ -84,7 +87,7 @@ async def main(repeats: int) -> None:
                 base_times.append(await baseline(synapse.base_url, base_user, password))
                 run_dir = root / f"run{i}"
                 run_dir.mkdir()
-                db_url = await _fresh_database(pg_url, f"bench{i}")
+                db_url = await fresh_database(pg_url, f"bench{i}")
                 bot_times.append(
                     await bot_first_sync(synapse.base_url, db_url, user, password, run_dir)
                 )
@@ -96,26 +99,17 @@ async def main(repeats: int) -> None:
             synapse_times.append(again.start_seconds)
             again.stop()
     bot_s, base_s = statistics.median(bot_times), statistics.median(base_times)
-    print(f"synapse start to healthy:       median {statistics.median(synapse_times):.2f} s "
-          f"(runs: {', '.join(f'{t:.2f}' for t in synapse_times)})")
+    print(
+        f"synapse start to healthy:       median {statistics.median(synapse_times):.2f} s "
+        f"(runs: {', '.join(f'{t:.2f}' for t in synapse_times)})"
+    )
     print(f"embedded postgres start:        {pg_seconds:.2f} s (first start, initdb included)")
-    print(f"bot start to first sync:        median {bot_s:.2f} s "
-          f"(runs: {', '.join(f'{t:.2f}' for t in bot_times)})")
+    print(
+        f"bot start to first sync:        median {bot_s:.2f} s "
+        f"(runs: {', '.join(f'{t:.2f}' for t in bot_times)})"
+    )
     print(f"baseline login + one sync:      median {base_s:.3f} s")
     print(f"ratio bot / baseline:           {bot_s / base_s:.1f}x")
-
-
-async def _fresh_database(server_url: str, name: str) -> str:
-    import asyncpg
-    from yarl import URL
-
-    conn = await asyncpg.connect(server_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    url = URL(server_url)
-    return str(url.with_path("/" + name).with_query(url.query))
 
 
 if __name__ == "__main__":
