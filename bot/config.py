@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
-import difflib
-import ipaddress
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
+from bot.config_reader import (
+    Reader,
+    is_hours,
+    is_http_url,
+    is_listen,
+    is_loopback,
+    is_postgres_url,
+    is_server_name,
+    is_timezone,
+    is_user_id,
+    resolve_path,
+    split_listen,
+    yaml_problem,
+)
 from bot.policy.archive import is_public_key
-from bot.policy.durations import format_duration, parse_duration, parse_retention
-from bot.policy.hours import parse_hours
+from bot.policy.durations import format_duration
 
 DEFAULT_TERMS = (
     "Consent to text messaging with our practice.\n"
@@ -182,12 +191,12 @@ class HttpConfig:
     @property
     def host(self) -> str:
         """The host part of `listen`, without IPv6 brackets."""
-        return _split_listen(self.listen)[0]
+        return split_listen(self.listen)[0]
 
     @property
     def port(self) -> int:
         """The port part of `listen`."""
-        return _split_listen(self.listen)[1]
+        return split_listen(self.listen)[1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,36 +263,22 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError([_yaml_problem(file, exc)]) from None
+        raise ConfigError([yaml_problem(file, exc)]) from None
     return parse_config(data, os.environ if env is None else env, file.resolve().parent)
-
-
-def _yaml_problem(file: Path, exc: yaml.YAMLError) -> str:
-    # str(exc) quotes the offending line, which may hold a secret: report its position only.
-    where, what = "", "syntax error"
-    if isinstance(exc, yaml.MarkedYAMLError):
-        mark = exc.problem_mark or exc.context_mark
-        if mark is not None:
-            where = f" at line {mark.line + 1}, column {mark.column + 1}"
-        if "constructor for the tag" in str(exc.problem):
-            what = "an unquoted value starting with ! is read as a YAML tag"
-            return f'{file}: not valid YAML{where} ({what}); expected it in quotes, like "!x"'
-        what = exc.problem or what
-    return f"{file}: not valid YAML{where} ({what}); expected a YAML mapping of sections"
 
 
 def parse_config(data: object, env: Mapping[str, str], base_dir: Path) -> Config:
     """Validate parsed YAML into a Config; relative paths resolve against `base_dir`."""
-    r = _Reader(data, env)
+    r = Reader(data, env, _SCHEMA, {key: env_var(key) for key in SECRET_KEYS})
     homeserver = HomeserverConfig(
         url=r.required(
-            "homeserver.url", _is_http_url, "an http or https URL, like https://matrix.example.org"
+            "homeserver.url", is_http_url, "an http or https URL, like https://matrix.example.org"
         ),
         admin_token=r.secret("homeserver.admin_token"),
     )
     data_dir = r.text("bot.data_dir", "./data", "a directory path")
     bot = BotConfig(
-        user_id=r.required("bot.user_id", _is_user_id, "a Matrix user ID, like @chaperone:server"),
+        user_id=r.required("bot.user_id", is_user_id, "a Matrix user ID, like @chaperone:server"),
         password=r.secret("bot.password"),
         access_token=r.secret("bot.access_token"),
         device_name=r.text("bot.device_name", "Chaperone", "a device name", nonempty=True),
@@ -303,7 +298,7 @@ def parse_config(data: object, env: Mapping[str, str], base_dir: Path) -> Config
         admin_min_trust=r.choice(
             "bot.admin_min_trust", "cross-signed", ("any", "cross-signed", "verified")
         ),
-        data_dir=str(_resolve(base_dir, data_dir or "./data")),
+        data_dir=str(resolve_path(base_dir, data_dir or "./data")),
         dry_run=r.flag("bot.dry_run", False),
     )
     if (
@@ -320,21 +315,21 @@ def parse_config(data: object, env: Mapping[str, str], base_dir: Path) -> Config
     encryption = EncryptionConfig(
         pickle_key=r.secret("encryption.pickle_key", required=True),
         recovery_key=r.secret("encryption.recovery_key"),
-        recovery_key_file=str(_resolve(base_dir, key_file)) if key_file else "",
+        recovery_key_file=str(resolve_path(base_dir, key_file)) if key_file else "",
     )
     database = DatabaseConfig(
         url=r.secret(
             "database.url",
-            check=_is_postgres_url,
+            check=is_postgres_url,
             expected="a postgresql:// URL, or empty for the embedded Postgres",
         )
     )
     roles = RolesConfig(
-        admins=r.listing("roles.admins", _is_user_id, "a Matrix user ID like @name:server"),
-        staff=r.listing("roles.staff", _is_user_id, "a Matrix user ID like @name:server"),
+        admins=r.listing("roles.admins", is_user_id, "a Matrix user ID like @name:server"),
+        staff=r.listing("roles.staff", is_user_id, "a Matrix user ID like @name:server"),
         staff_power_level=r.integer("roles.staff_power_level", 50, 0, 100),
         allowed_servers=r.listing(
-            "roles.allowed_servers", _is_server_name, "a server name like example.org"
+            "roles.allowed_servers", is_server_name, "a server name like example.org"
         ),
     )
     defaults = DefaultsConfig(
@@ -354,13 +349,13 @@ def parse_config(data: object, env: Mapping[str, str], base_dir: Path) -> Config
             "consent.default_hours",
             "Mon-Fri 09:00-17:00",
             "hours like Mon-Fri 09:00-17:00 or daily 08:00-20:00; ranges separated by ;",
-            check=_is_hours,
+            check=is_hours,
         ),
         default_timezone=r.text(
             "consent.default_timezone",
             "America/New_York",
             "an IANA time zone like America/New_York",
-            check=_is_timezone,
+            check=is_timezone,
         ),
         default_max_per_day=r.integer("consent.default_max_per_day", 10, 1, 1000),
         after_hours_notice=r.text(
@@ -393,7 +388,7 @@ def parse_config(data: object, env: Mapping[str, str], base_dir: Path) -> Config
     )
     http = HttpConfig(
         listen=r.text(
-            "http.listen", "127.0.0.1:8080", "host:port, like 127.0.0.1:8080", check=_is_listen
+            "http.listen", "127.0.0.1:8080", "host:port, like 127.0.0.1:8080", check=is_listen
         ),
         api_token=r.secret("http.api_token"),
     )
@@ -472,7 +467,7 @@ def check_warnings(config: Config) -> list[str]:
         warnings.append("defaults.require_encryption: off; unencrypted rooms are not reported")
     if not config.http.api_token:
         warnings.append("http.api_token: empty; the audit API refuses every request")
-    if not _is_loopback(config.http.host):
+    if not is_loopback(config.http.host):
         warnings.append(
             f"http.listen: {config.http.listen} is reachable from other hosts and "
             "serves plain HTTP; put a TLS proxy in front of it"
@@ -483,290 +478,3 @@ def check_warnings(config: Config) -> list[str]:
             "with your practice"
         )
     return warnings
-
-
-class _Reader:
-    """Reads typed values out of the parsed YAML, collecting problems instead of raising."""
-
-    def __init__(self, data: object, env: Mapping[str, str]) -> None:
-        self.problems: list[str] = []
-        self.env = env
-        self._reported: set[str] = set()
-        self._sections: dict[str, Mapping[Any, Any]] = {}
-        top: Mapping[Any, Any] = data if isinstance(data, Mapping) else {}
-        if data is not None and not isinstance(data, Mapping):
-            self.problem("(top level)", f"got {_kind(data)}; expected a mapping of sections")
-        self._check_keys("", top, tuple(_SCHEMA))
-        for name, keys in _SCHEMA.items():
-            section = top.get(name)
-            if section is None:
-                section = {}
-            elif not isinstance(section, Mapping):
-                self.problem(name, f"got {_kind(section)}; expected a mapping of keys")
-                section = {}
-            self._check_keys(f"{name}.", section, keys)
-            self._sections[name] = section
-
-    def problem(self, key: str, text: str) -> None:
-        self.problems.append(f"{key}: {text}")
-        self._reported.add(key)
-
-    def seen(self, *keys: str) -> bool:
-        """Whether a problem was already reported for any of `keys`."""
-        return any(key in self._reported for key in keys)
-
-    def _check_keys(self, prefix: str, mapping: Mapping[Any, Any], known: tuple[str, ...]) -> None:
-        for key in mapping:
-            if key in known:
-                continue
-            hint = difflib.get_close_matches(str(key), known, n=1)
-            did_you_mean = f" (did you mean {hint[0]}?)" if hint else ""
-            self.problem(
-                f"{prefix}{key}", f"unknown key{did_you_mean}; expected one of {', '.join(known)}"
-            )
-
-    def raw(self, key: str) -> object:
-        """The value for `key`: a secret's variable (or _FILE) first, then the file."""
-        section, name = key.split(".")
-        if key in SECRET_KEYS:
-            var = env_var(key)
-            direct, from_file = self.env.get(var) or "", self.env.get(f"{var}_FILE") or ""
-            if direct and from_file:
-                self.problem(key, f"both {var} and {var}_FILE are set; expected only one")
-            elif direct:
-                return direct
-            elif from_file:
-                try:
-                    return Path(from_file).read_text(encoding="utf-8").strip()
-                except (OSError, UnicodeDecodeError) as exc:
-                    reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-                    self.problem(
-                        key,
-                        f"{var}_FILE names {from_file}, which cannot be read "
-                        f"({reason}); expected a readable file holding the value",
-                    )
-        return self._sections[section].get(name)
-
-    def text(
-        self,
-        key: str,
-        default: str | None,
-        expected: str,
-        *,
-        check: Callable[[str], bool] | None = None,
-        nonempty: bool = False,
-        placeholder: bool = False,
-        numbers_ok: bool = False,
-    ) -> str:
-        """A string; `default` when absent, a problem when absent with no default."""
-        value = self.raw(key)
-        secret = key in SECRET_KEYS
-        if self.seen(key):
-            return default or ""
-        if value is None:
-            if default is None:
-                hint = f" (or {env_var(key)})" if secret else ""
-                self.problem(key, f"missing; expected {expected}{hint}")
-            return default or ""
-        if numbers_ok and isinstance(value, int | float) and not isinstance(value, bool):
-            value = str(value)  # `version: 2` is a fine version name
-        if not isinstance(value, str):
-            self.problem(key, f"got {_kind(value)}; expected {expected}")
-        elif (nonempty or default is None) and not value.strip():
-            self.problem(key, f"empty; expected {expected}")
-        elif (placeholder or secret or default is None) and _looks_like_placeholder(value, secret):
-            self.problem(key, "looks like a placeholder; expected a real value")
-        elif value.strip() and check is not None and not check(value):
-            shown = "" if secret else f"{value!r} is "
-            self.problem(key, f"{shown}not valid; expected {expected}")
-        else:
-            return value if value.strip() else ""
-        return default or ""
-
-    def required(self, key: str, check: Callable[[str], bool], expected: str) -> str:
-        return self.text(key, None, expected, check=check)
-
-    def secret(
-        self,
-        key: str,
-        *,
-        required: bool = False,
-        check: Callable[[str], bool] | None = None,
-        expected: str = "a secret",
-    ) -> str:
-        return self.text(key, None if required else "", expected, check=check)
-
-    def choice(
-        self, key: str, default: str, options: tuple[str, ...], *, upper: bool = False
-    ) -> str:
-        value = self.raw(key)
-        if value is None:
-            return default
-        if isinstance(value, bool) and "off" in options:
-            value = "on" if value else "off"  # YAML reads a bare off as false
-        if isinstance(value, str) and (value.upper() if upper else value) in options:
-            return value.upper() if upper else value
-        self.problem(key, f"{value!r} is not allowed; expected one of {', '.join(options)}")
-        return default
-
-    def flag(self, key: str, default: bool) -> bool:
-        value = self.raw(key)
-        if value is None:
-            return default
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in ("on", "off"):
-            return value.strip().lower() == "on"
-        self.problem(key, f"{value!r} is not allowed; expected on or off")
-        return default
-
-    def integer(self, key: str, default: int, low: int, high: int) -> int:
-        value = self.raw(key)
-        if value is None:
-            return default
-        if isinstance(value, int) and not isinstance(value, bool) and low <= value <= high:
-            return value
-        self.problem(
-            key, f"{value!r} is not allowed; expected a whole number from {low} to {high}"
-        )
-        return default
-
-    def duration(self, key: str, default: str) -> int:
-        value = self.raw(key)
-        try:
-            if value is None:
-                return parse_duration(default)
-            if not isinstance(value, str):
-                raise ValueError(
-                    f"{value!r} has no unit: expected a number followed by s, m, "
-                    "h, d, w or y, like 90m or 30d"
-                )
-            return parse_duration(value)
-        except ValueError as exc:
-            self.problem(key, str(exc))
-            return parse_duration(default)
-
-    def retention(self, key: str) -> int | None:
-        value = self.raw(key)
-        if value is None or value is False:
-            return None  # absent, or a bare `off` that YAML read as false
-        try:
-            if not isinstance(value, str):
-                raise ValueError(
-                    f"{value!r} is not a retention: expected off or a number "
-                    "followed by s, m, h, d, w or y, like 90m or 30d"
-                )
-            return parse_retention(value)
-        except ValueError as exc:
-            self.problem(key, str(exc))
-            return None
-
-    def listing(self, key: str, check: Callable[[str], bool], expected: str) -> tuple[str, ...]:
-        value = self.raw(key)
-        if value is None:
-            return ()
-        if not isinstance(value, list):
-            self.problem(key, f"got {_kind(value)}; expected a list of entries, each {expected}")
-            return ()
-        good: list[str] = []
-        for index, item in enumerate(value):
-            if isinstance(item, str) and check(item):
-                good.append(item)
-            else:
-                self.problem(f"{key}[{index}]", f"{item!r} is not valid; expected {expected}")
-        return tuple(good)
-
-
-_PLACEHOLDER = re.compile(
-    r"change[\s_-]?me|replace[\s_-]?me|placeholder|<[^<>]*>"
-    r"|(?<![a-z0-9])(?:x{3,}|todo|fixme|tbd)(?![a-z0-9])",
-    re.IGNORECASE,
-)
-_EMPTY_LOOKING = frozenset({"none", "null", "nil", "n/a", "-", "--", "...", "?", "unset", "empty"})
-_GENERIC_SECRETS = frozenset({"password", "secret", "token", "key", "changeit", "admin"})
-_SERVER_NAME = r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::[0-9]{1,5})?"
-
-
-def _looks_like_placeholder(value: str, secret: bool) -> bool:
-    lowered = value.strip().lower()
-    if lowered in _EMPTY_LOOKING or _PLACEHOLDER.search(lowered):
-        return True
-    return secret and ("example" in lowered or lowered in _GENERIC_SECRETS)
-
-
-def _kind(value: object) -> str:
-    """A YAML-ish name for a value's type; never the value, which may be a secret."""
-    names = {
-        bool: "true/false",
-        int: "a number",
-        float: "a number",
-        str: "text",
-        list: "a list",
-        dict: "a mapping",
-    }
-    return names.get(type(value), type(value).__name__)
-
-
-def _is_http_url(value: str) -> bool:
-    try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018  (raises ValueError on a port that is not a number)
-    except ValueError:
-        return False
-    return parts.scheme in ("http", "https") and bool(parts.hostname) and " " not in value
-
-
-def _is_postgres_url(value: str) -> bool:
-    try:
-        return urlsplit(value).scheme in ("postgres", "postgresql")
-    except ValueError:
-        return False
-
-
-def _is_user_id(value: str) -> bool:
-    return len(value) <= 255 and bool(re.fullmatch(rf"@[^\s:]+:{_SERVER_NAME}", value))
-
-
-def _is_server_name(value: str) -> bool:
-    return bool(re.fullmatch(_SERVER_NAME, value))
-
-
-def _is_timezone(value: str) -> bool:
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        return False
-    return True
-
-
-def _is_hours(value: str) -> bool:
-    try:
-        parse_hours(value)
-    except ValueError:
-        return False
-    return True
-
-
-def _split_listen(listen: str) -> tuple[str, int]:
-    host, _, port = listen.rpartition(":")
-    return host.removeprefix("[").removesuffix("]"), int(port)
-
-
-def _is_listen(value: str) -> bool:
-    match = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})", value)
-    return match is not None and int(match.group(2)) <= 65535
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _resolve(base_dir: Path, path: str) -> Path:
-    """`path` with ~ expanded, relative to `base_dir` when not absolute."""
-    expanded = Path(path).expanduser()
-    return expanded if expanded.is_absolute() else (base_dir / expanded).resolve()
