@@ -14,18 +14,30 @@ class SecretMaskFilter(logging.Filter):
 
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
-        self._secrets = [s for s in secrets if len(s) >= 6]
+        self._secrets = [s for s in secrets if s]
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not self._secrets:
             return True
         message = record.getMessage()
-        masked = message
-        for secret in self._secrets:
-            masked = masked.replace(secret, "***")
+        masked = self._mask(message)
         if masked != message:
             record.msg, record.args = masked, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = _FORMATTER.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self._mask(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self._mask(record.stack_info)
         return True
+
+    def _mask(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+_FORMATTER = logging.Formatter()
 
 
 def setup_logging(level: str, secrets: Iterable[str] = ()) -> None:

@@ -16,7 +16,13 @@ from mautrix.client import Client
 from mautrix.client.encryption_manager import DecryptionDispatcher
 from mautrix.crypto import OlmMachine
 from mautrix.crypto.store.asyncpg import PgCryptoStateStore, PgCryptoStore
-from mautrix.errors import MForbidden, MNotFound, MUnknownToken
+from mautrix.errors import (
+    DecryptionError,
+    MForbidden,
+    MNotFound,
+    MUnknownToken,
+    SessionNotFound,
+)
 from mautrix.types import (
     JSON,
     DeviceID,
@@ -24,6 +30,7 @@ from mautrix.types import (
     EventType,
     Filter,
     FilterID,
+    GenericEvent,
     Membership,
     PaginationDirection,
     PowerLevelStateEventContent,
@@ -33,6 +40,7 @@ from mautrix.types import (
     SyncToken,
     UserID,
 )
+from mautrix.types.util.serializable import SerializerError
 from nacl.exceptions import CryptoError
 from nacl.secret import SecretBox
 
@@ -83,6 +91,27 @@ class SyncBatch:
     left: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
+class QuietClient(Client):
+    """mautrix's Client, minus its warning that quotes a whole undecodable event (content
+    included) in the log: only the event's type and ID are logged here."""
+
+    def _try_deserialize(self, type: Any, data: JSON) -> Any:
+        try:
+            return type.deserialize(data)
+        except SerializerError:
+            event: dict[str, Any] = data if isinstance(data, dict) else {}
+            log.warning(
+                "Could not read a %s event %s (%s)",
+                event.get("type"),
+                event.get("event_id"),
+                type.__name__,
+            )
+            try:
+                return GenericEvent.deserialize(data)
+            except SerializerError:
+                return None
+
+
 class TokenBox:
     """Seals the stored access token with a key derived from `encryption.pickle_key`."""
 
@@ -112,7 +141,7 @@ class MatrixGateway:
         self.user_id = UserID(config.bot.user_id)
         self.crypto_store = PgCryptoStore(self.user_id, config.encryption.pickle_key, dbs.crypto)
         self.state_store = PgCryptoStateStore(dbs.state)
-        self.client = Client(
+        self.client = QuietClient(
             mxid=self.user_id,
             # Keeps a 429's retry_after_ms so callers can pace to the homeserver's limits.
             api=PacedHTTPAPI(base_url=config.homeserver.url),
@@ -290,8 +319,14 @@ class MatrixGateway:
         Raises SessionNotFound when the key has not arrived (yet), DecryptionError otherwise.
         """
         assert self.machine is not None
-        evt = EncryptedEvent.deserialize(cast(JSON, raw))
-        result = await self.machine.decrypt_megolm_event(evt)
+        try:
+            evt = EncryptedEvent.deserialize(cast(JSON, raw))
+            result = await self.machine.decrypt_megolm_event(evt)
+        except (SessionNotFound, DecryptionError):
+            raise
+        except Exception as e:
+            # e.g. SerializerError, whose message quotes the decrypted content: never chain it.
+            raise DecryptionError(f"undecodable event ({type(e).__name__})") from None
         trust = (result.get("mautrix") or {}).get("trust_state")
         plain = result.serialize()
         plain.pop("mautrix", None)

@@ -75,13 +75,23 @@ class CommandService:
         if "room" in options:
             # In the management room admins name the room a command is about with room=!id.
             try:
-                if not in_management_room:
-                    raise ValueError("room= is only accepted in the management room")
+                if not in_management_room or fact.sender not in self.config.roles.admins:
+                    raise ValueError("room= is only accepted from admins in the management room")
                 target_room = room_id_arg(options.pop("room"))
+                if not await self.services.rooms.is_managed(target_room):
+                    raise ValueError(f"the bot does not manage {target_room}")
             except ValueError as e:
                 await self.reply(fact, f"⚠️ {spec.name}: {e} — {self._help_hint()}")
                 return []
-        role = await self.access.role(target_room, fact.sender)
+        try:
+            role = await self.access.role(target_room, fact.sender)
+        except Exception:
+            ref = secrets.token_hex(4).upper()
+            log.warning(
+                "Could not tell the role of a command's sender (ref %s)", ref, exc_info=True
+            )
+            await self.reply(fact, f"❌ {spec.name}: could not check your role (reference {ref}).")
+            return []
         decision = gate_command(
             required=spec.role,
             caller=role,
@@ -95,12 +105,9 @@ class CommandService:
             "room_id": fact.room_id,
             "event_id": fact.event_id,
         }
-        details: dict[str, Any] = {
-            "command": spec.name,
-            "args": _masked(words, options, spec.secret_options),
-            "role": role.label,
-            "trust": fact.trust,
-        }
+        # Arguments are recorded only once validated: refused or unreadable ones may be free
+        # text a patient typed, which the audit never keeps (message.sent has its HMAC).
+        details: dict[str, Any] = {"command": spec.name, "role": role.label, "trust": fact.trust}
         if target_room != fact.room_id:
             details["target_room"] = target_room
         if not decision.allowed:
@@ -138,6 +145,8 @@ class CommandService:
             reply = f"❌ {spec.name} failed because of an internal error (reference {ref})."
             outcome = f"error {ref}"
         await self.reply(fact, reply)
+        if outcome == "ok":
+            details["args"] = _masked(words, options, spec.secret_options)
         return [
             AuditEntry(
                 action="command.executed", details={**details, "outcome": outcome}, **audit_base

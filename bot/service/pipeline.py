@@ -8,6 +8,7 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from mautrix.errors import DecryptionError, SessionNotFound
@@ -68,17 +69,77 @@ class EventPipeline:
 
     # -- one batch --------------------------------------------------------------------------
 
-    async def process_batch(self, batch: SyncBatch) -> BatchOutcome:
+    async def process_batch(self, batch: SyncBatch, *, isolate: bool = False) -> BatchOutcome:
+        """Handle every event of the batch.
+
+        A failure fails the whole batch, which the sync loop retries (Postgres or the
+        homeserver may be down). With `isolate`, used once a batch keeps failing, an event that
+        still raises is recorded as `event.failed` instead, so one bad event cannot stop the
+        bot for every room.
+        """
         outcome = BatchOutcome()
         for room_id, invite in batch.invites.items():
-            outcome.entries += await self.handle_invite(room_id, invite)
+            await self._guarded(
+                isolate,
+                {**invite, "room_id": room_id},
+                outcome,
+                partial(self._invite_into, room_id, invite, outcome),
+            )
         for events in batch.timelines.values():
             for raw in events:
-                await self.handle_timeline_event(raw, outcome)
+                await self._guarded(
+                    isolate, raw, outcome, partial(self.handle_timeline_event, raw, outcome)
+                )
         for events in batch.left.values():
             for raw in events:
-                await self.handle_plain_event(raw, outcome, encrypted=False, trust="unknown")
+                await self._guarded(
+                    isolate,
+                    raw,
+                    outcome,
+                    partial(
+                        self.handle_plain_event, raw, outcome, encrypted=False, trust="unknown"
+                    ),
+                )
         return outcome
+
+    async def _invite_into(
+        self, room_id: str, invite: dict[str, Any], outcome: BatchOutcome
+    ) -> None:
+        outcome.entries += await self.handle_invite(room_id, invite)
+
+    async def _guarded(
+        self,
+        isolate: bool,
+        raw: dict[str, Any],
+        outcome: BatchOutcome,
+        handle: Callable[[], Awaitable[None]],
+    ) -> None:
+        if not isolate:
+            await handle()
+            return
+        try:
+            await handle()
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            ref = error_reference()
+            # The type only: an exception's text may quote event content.
+            log.error(
+                "Event %s in %s keeps failing (%s, ref %s); recorded as event.failed",
+                raw.get("event_id"),
+                raw.get("room_id"),
+                type(e).__name__,
+                ref,
+            )
+            outcome.entries.append(
+                AuditEntry(
+                    actor=raw.get("sender") or "system",
+                    action="event.failed",
+                    room_id=raw.get("room_id"),
+                    event_id=raw.get("event_id"),
+                    details={"type": raw.get("type"), "error": type(e).__name__, "ref": ref},
+                )
+            )
 
     async def commit(self, outcome: BatchOutcome, next_batch: str | None) -> None:
         """Audit rows, waiting encrypted events and the new sync position: all or nothing."""
@@ -237,11 +298,8 @@ class EventPipeline:
         """Join when staff or an admin invites the bot; reject (and record) anyone else's."""
         inviter = invite.get("sender", "")
         if await self.access.may_invite_bot(inviter):
-            try:
-                await self.gateway.join(room_id)
-            except Exception:
-                ref = error_reference()
-                log.exception("Could not join %s (ref %s)", room_id, ref)
+            # A failed join fails the batch, so it is retried (the invite is not seen again).
+            await self.gateway.join(room_id)
             return []  # room.joined is recorded from our own join event
         await self.gateway.reject_invite(room_id)
         log.info("Rejected an invite to %s from %s", room_id, inviter)

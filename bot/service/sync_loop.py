@@ -15,6 +15,8 @@ from bot.service.pipeline import EventPipeline
 log = logging.getLogger("chaperone.sync")
 
 LONG_POLL_MS = 30_000
+# After this many failures in a row, the batch is retried event by event (see process_batch).
+ISOLATE_AFTER_FAILURES = 5
 
 
 class SyncLoop:
@@ -42,7 +44,9 @@ class SyncLoop:
         while True:
             try:
                 batch = await self.gateway.sync(since, LONG_POLL_MS if self.batches else 0)
-                outcome = await self.pipeline.process_batch(batch)
+                outcome = await self.pipeline.process_batch(
+                    batch, isolate=failures >= ISOLATE_AFTER_FAILURES
+                )
                 await self.pipeline.commit(outcome, batch.next_batch)
             except asyncio.CancelledError:
                 raise

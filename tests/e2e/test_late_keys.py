@@ -110,3 +110,22 @@ async def test_a_key_that_never_comes_is_given_up_and_audited(
     assert json.loads(rows[0]["details"])["reason"] == "key never arrived"
     assert await wait_rows(db_url, "message.sent", event_id=event_id, timeout=0.5) == []
     await wait_pending(db_url, 0)
+
+
+async def test_a_malformed_encrypted_message_is_recorded_not_logged_and_blocks_nothing(
+    bot_env: BotEnv, running_bot: RunningBot, e2ee_user: MakeE2EEUser, db_url: str, caplog
+) -> None:
+    caplog.set_level("DEBUG")
+    staff, patient, room_id = await staffed_room(bot_env, e2ee_user, running_bot)
+    bad = await patient.client.send_message_event(
+        RoomID(room_id),
+        EventType.ROOM_MESSAGE,
+        {"msgtype": "m.image", "body": "private words 5c1d", "info": "not an object"},
+    )
+    rows = await wait_rows(db_url, "decryption.failed", event_id=str(bad))
+    assert len(rows) == 1
+    good = await patient.send_text(room_id, "the next message still gets through")
+    assert len(await wait_rows(db_url, "message.sent", event_id=good)) == 1
+    bot_records = [r for r in caplog.records if not r.name.startswith("mau.devtools")]
+    leaks = [r.name for r in bot_records if "5c1d" in r.getMessage() + (r.exc_text or "")]
+    assert leaks == []
