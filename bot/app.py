@@ -57,6 +57,7 @@ from bot.service.retention import RetentionService
 from bot.service.staff import StaffService
 from bot.service.sync_loop import SyncLoop
 from bot.service.tracking import Backfiller, RetentionTracker
+from bot.service.withheld import WithheldNotices
 from bot.web import BotParts, WebServer
 
 log = logging.getLogger("chaperone")
@@ -117,6 +118,7 @@ class Chaperone:
             self.config, self.registry, self.gateway, self.effects, self.access, services=self
         )
         self.observers: list[Observer] = []
+        self.withheld_notices = WithheldNotices(self.effects)
         self.pipeline = EventPipeline(
             self.config,
             self.gateway,
@@ -128,9 +130,12 @@ class Chaperone:
             self.commands,
             self.observers,
             metrics=self.metrics,
+            withheld_notices=self.withheld_notices,
         )
         self.sync_loop = SyncLoop(self.gateway, self.pipeline, self.sync_state, self.started_at)
-        self.retrier = DecryptionRetrier(self.gateway, self.effects, self.pipeline, self.pending)
+        self.retrier = DecryptionRetrier(
+            self.gateway, self.withheld_notices, self.pipeline, self.pending
+        )
         # Admin surface: alerts from committed rows, posture, staff, audit tools, HTTP.
         self.admin_alerts = AdminAlerts(self.alerts, self.metrics)
         self.pipeline.committed_listeners.append(self.admin_alerts.on_committed)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,26 +12,19 @@ from mautrix.errors import DecryptionError, SessionNotFound
 
 from bot.db.database import transaction
 from bot.db.pending_decryption import PendingDecryption
-from bot.matrix.effects import MatrixEffects
 from bot.matrix.gateway import MatrixGateway
 from bot.service.observers import BatchOutcome
 from bot.service.pipeline import EventPipeline
+from bot.service.withheld import WithheldNotices
 
 log = logging.getLogger("chaperone.decryption")
-
-WITHHELD_NOTICE = (
-    "I cannot read messages from {sender}'s device {device}: their app withheld the encryption "
-    "key from me ({code}). To fix it, verify the bot's device from that app (or turn off "
-    "'never send encrypted messages to unverified sessions'), then send the message again."
-)
-ONE_DAY = 86_400.0
 
 
 class DecryptionRetrier:
     def __init__(
         self,
         gateway: MatrixGateway,
-        effects: MatrixEffects,
+        withheld_notices: WithheldNotices,
         pipeline: EventPipeline,
         pending: PendingDecryption,
         *,
@@ -41,13 +33,12 @@ class DecryptionRetrier:
         poll_interval: float = 0.25,
     ) -> None:
         self.gateway = gateway
-        self.effects = effects
+        self.withheld_notices = withheld_notices
         self.pipeline = pipeline
         self.pending = pending
         self.request_after = request_after
         self.give_up_after = give_up_after
         self.poll_interval = poll_interval
-        self._withheld_told: dict[tuple[str, str], float] = {}
         self.failures = 0
 
     async def run(self) -> None:
@@ -68,7 +59,7 @@ class DecryptionRetrier:
             code = self.gateway.withheld.get(row.session_id)
             if code:
                 await self._fail(raw, f"withheld: {code}")
-                await self._tell_withheld(raw, code)
+                await self.withheld_notices.tell(raw, code)
                 continue
             if await self.gateway.session_known(row.room_id, row.session_id):
                 await self._process(raw)
@@ -107,17 +98,3 @@ class DecryptionRetrier:
                 await write()
             await self.pending.remove(event_id)
         await self.pipeline.notify_committed(outcome.entries)  # alerts (give-ups), metrics
-
-    async def _tell_withheld(self, raw: dict[str, Any], code: str) -> None:
-        sender = raw.get("sender", "")
-        device = raw.get("content", {}).get("device_id", "?")
-        key = (sender, device)
-        last = self._withheld_told.get(key)
-        if last is not None and time.monotonic() - last < ONE_DAY:
-            return
-        self._withheld_told[key] = time.monotonic()
-        text = WITHHELD_NOTICE.format(sender=sender, device=device, code=code)
-        try:
-            await self.effects.notice(raw["room_id"], text, mentions=[sender])
-        except Exception:
-            log.warning("Could not post the withheld-key notice in %s", raw.get("room_id"))

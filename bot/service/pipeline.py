@@ -33,6 +33,7 @@ from bot.policy.membership import membership_action
 from bot.service.access import AccessService
 from bot.service.commands import CommandService
 from bot.service.observers import BatchOutcome, Observer
+from bot.service.withheld import WithheldNotices
 
 log = logging.getLogger("chaperone.pipeline")
 
@@ -50,6 +51,7 @@ class EventPipeline:
         commands: CommandService,
         observers: list[Observer] | None = None,
         metrics: Metrics | None = None,
+        withheld_notices: WithheldNotices | None = None,
     ) -> None:
         self.config = config
         self.gateway = gateway
@@ -62,6 +64,7 @@ class EventPipeline:
         # The caller's list itself (even empty): features append their observers to it later.
         self.observers = observers if observers is not None else []
         self.metrics = metrics
+        self.withheld_notices = withheld_notices
         # Told the audit rows of each committed batch (alerts, metrics); see notify_committed.
         self.committed_listeners: list[Callable[[list[AuditEntry]], Awaitable[None]]] = []
         self.bot_user_id = config.bot.user_id
@@ -184,7 +187,10 @@ class EventPipeline:
             await observer.on_encrypted(raw, outcome)
         session_id = raw.get("content", {}).get("session_id", "")
         if session_id in self.gateway.withheld:
-            outcome.entries.append(self.decryption_failed(raw, self.gateway.withheld[session_id]))
+            code = self.gateway.withheld[session_id]
+            outcome.entries.append(self.decryption_failed(raw, f"withheld: {code}"))
+            if self.withheld_notices is not None:
+                await self.withheld_notices.tell(raw, code)
             return
         try:
             decrypted = await self.gateway.decrypt(raw)
