@@ -91,6 +91,11 @@ class SyncBatch:
     left: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
+def creators_outrank_power_levels(room_version: str) -> bool:
+    """From room version 12 on, creators are above every power level (older rooms: not)."""
+    return room_version.isdigit() and int(room_version) >= 12
+
+
 class QuietClient(Client):
     """mautrix's Client, minus its warning that quotes a whole undecodable event (content
     included) in the log: only the event's type and ID are logged here."""
@@ -406,10 +411,14 @@ class MatrixGateway:
         return str(content.get("membership") or "leave")
 
     async def power_level(self, room_id: str, user_id: str) -> int:
-        """The user's power in the room; room creators (v12) rank above every level."""
+        """The user's power in the room; creators of v12+ rooms rank above every level."""
         create = await self._create_content(room_id)
-        if create and (
-            create.get("sender") == user_id or user_id in create.get("additional_creators", [])
+        if (
+            create
+            and creators_outrank_power_levels(create["room_version"])
+            and (
+                create.get("sender") == user_id or user_id in create.get("additional_creators", [])
+            )
         ):
             return CREATOR_POWER
         levels = await self.state_store.get_power_levels(RoomID(room_id))
@@ -430,6 +439,7 @@ class MatrixGateway:
                     cache[room_id] = {
                         "sender": evt.sender,
                         "additional_creators": content.get("additional_creators", []),
+                        "room_version": str(content.get("room_version", "1")),
                     }
         return cache.get(room_id)
 
