@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -31,6 +32,9 @@ log = logging.getLogger("chaperone.web")
 JSONL = "application/x-ndjson"
 STREAM_CHUNK = 64 * 1024
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+UNAUTHORIZED_AUDIT_WINDOW = 60.0
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,7 @@ class WebServer:
         self.waiting_reason = "starting"
         self.port: int | None = None
         self._runner: web.AppRunner | None = None
+        self._refusals: dict[tuple[str, str], tuple[float, int]] = {}  # (remote, reason)
         app = web.Application()
         app.router.add_get("/health", self.health)
         app.router.add_get("/ready", self.ready)
@@ -166,13 +171,32 @@ class WebServer:
         return None
 
     async def _audit_unauthorized(self, request: web.Request, reason: str) -> None:
-        log.warning("Refused %s %s: %s", request.method, request.path, reason)
         if self.parts is None:
             return
+        # One row per address and reason per minute; the refusals in between are counted in
+        # the next row: a client hammering the port must not grow the audit log without bound.
+        remote = request.remote or "?"
+        now = time.monotonic()
+        key = (remote, reason)
+        since, suppressed = self._refusals.get(key, (None, 0))
+        if since is not None and now - since < UNAUTHORIZED_AUDIT_WINDOW:
+            self._refusals[key] = (since, suppressed + 1)
+            return
+        if len(self._refusals) > 10_000:  # many addresses: forget the quiet ones
+            self._refusals = {
+                k: v for k, v in self._refusals.items() if now - v[0] < UNAUTHORIZED_AUDIT_WINDOW
+            }
+        self._refusals[key] = (now, 0)
+        log.warning("Refused %s %s: %s", request.method, request.path, reason)
         entry = AuditEntry(
             actor="system",
             action="http.unauthorized",
-            details={"path": request.path, "reason": reason, "remote": request.remote or "?"},
+            details={
+                "path": request.path,
+                "reason": reason,
+                "remote": remote,
+                "refused_since_previous_row": suppressed,
+            },
         )
         try:
             await self.parts.audit.append([entry])
