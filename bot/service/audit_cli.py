@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -11,9 +12,10 @@ from typing import TextIO
 from mautrix.util.async_db import Database
 
 from bot.config import Config
-from bot.db.audit import AuditFilter, AuditLog
+from bot.db.audit import AuditEntry, AuditFilter, AuditLog
 from bot.db.audit_format import csv_header, to_csv_row, to_jsonl
 from bot.db.database import EmbeddedPostgres, open_databases
+from bot.service.audit_tools import exported_entry
 
 FILTER_KEYS = ("room", "user", "action", "since", "until")
 
@@ -73,9 +75,29 @@ async def main_database(config: Config) -> AsyncIterator[Database]:
             await embedded.astop()
 
 
+def cli_actor() -> str:
+    """Who ran a CLI command, for the audit row: the operating-system user."""
+    return f"cli:{getpass.getuser()}"
+
+
 async def verify(config: Config) -> tuple[bool, str]:
     async with main_database(config) as db:
-        result = await AuditLog(db).verify()
+        audit = AuditLog(db)
+        result = await audit.verify()
+        await audit.append(
+            [
+                AuditEntry(
+                    actor=cli_actor(),
+                    action="audit.verified",
+                    details={
+                        "ok": result.ok,
+                        "rows": result.rows,
+                        "first_broken_seq": result.first_broken_seq,
+                        "via": "cli",
+                    },
+                )
+            ]
+        )
     if result.ok:
         return True, f"audit log intact: {result.rows} rows, hash chain verified"
     return False, f"audit log BROKEN at seq {result.first_broken_seq} (after {result.rows} rows)"
@@ -86,7 +108,22 @@ async def export(config: Config, filters: AuditFilter, fmt: str, out: TextIO) ->
     async with main_database(config) as db:
         if fmt == "csv":
             out.write(csv_header())
-        async for record in AuditLog(db).export(filters):
+        audit = AuditLog(db)
+        async for record in audit.export(filters):
             out.write(to_csv_row(record) if fmt == "csv" else to_jsonl(record))
             rows += 1
+        await audit.append(
+            [
+                exported_entry(
+                    cli_actor(),
+                    filters,
+                    fmt,
+                    rows,
+                    None,
+                    room_id=None,
+                    event_id=None,
+                    extra={"via": "cli"},
+                )
+            ]
+        )
     return rows

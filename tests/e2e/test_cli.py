@@ -60,6 +60,12 @@ async def test_append_only_and_verify_names_the_tampered_row(
     ok = chaperone("audit", "verify", "-c", str(bot_env.config_path))
     assert ok.returncode == 0, ok.stderr
     assert "30 rows" in ok.stdout
+    conn = await asyncpg.connect(db_url)
+    try:
+        row = await conn.fetchrow("SELECT * FROM audit_log WHERE action = 'audit.verified'")
+    finally:
+        await conn.close()
+    assert row["actor"].startswith("cli:") and json.loads(row["details"])["ok"] is True
 
     conn = await asyncpg.connect(db_url)  # a superuser, who can get past the trigger
     try:
