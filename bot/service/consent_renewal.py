@@ -92,7 +92,9 @@ class ConsentRenewal:
         if reason is None:
             return
         if record.user_id in await self.consent.patients_in(record.room_id):
-            await self.consent.ask(
+            asked = await self.consent.ask(
                 record.room_id, [record.user_id], reason, record=record, force=True
             )
+            if not asked:
+                return  # the terms did not go out: ask again at the next check
         await self.consent.repo.mark_reasked(record.id, now)
