@@ -6,7 +6,13 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
+
+import aiohttp
+import asyncpg
+from mautrix.errors import MatrixConnectionError
 
 from bot import __version__
 from bot.clock import Clock
@@ -61,6 +67,7 @@ from bot.service.withheld import WithheldNotices
 from bot.web import BotParts, WebServer
 
 log = logging.getLogger("chaperone")
+T = TypeVar("T")
 
 
 class Chaperone:
@@ -95,7 +102,7 @@ class Chaperone:
         if not url:
             self.embedded = EmbeddedPostgres(Path(self.config.bot.data_dir))
             url = await self.embedded.astart()
-        self.dbs = await open_databases(url)
+        self.dbs = await self._until_up("Postgres", lambda: open_databases(url))
         self.leader = LeaderLock(url)
         self.web.waiting_reason = "warm standby: another instance holds the database lock"
         await self.leader.acquire()  # a second instance waits here as a warm standby
@@ -107,6 +114,7 @@ class Chaperone:
         self.rooms = RoomsRepo(main)
         self.staff = StaffRepo(main)
         self.gateway = MatrixGateway(self.config, self.dbs, IdentityStore(main))
+        await self._until_up("the homeserver", lambda: self.gateway.client.versions(no_cache=True))
         await self.gateway.connect()
         self.effects = MatrixEffects(self.gateway, dry_run=self.config.bot.dry_run)
         self.alerts = Alerts(self.config, self.effects)
@@ -239,6 +247,24 @@ class Chaperone:
             )
         )
         self.web.attach(BotParts(main, self.audit, self.audit_tools, self.sync_loop))
+
+    async def _until_up(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Retry with backoff while `what` is unreachable at start (SPEC 11); /ready says why."""
+        failures = 0
+        while True:
+            try:
+                return await attempt()
+            except (
+                OSError,
+                asyncpg.PostgresError,
+                aiohttp.ClientError,
+                MatrixConnectionError,
+                TimeoutError,
+            ) as e:
+                failures += 1
+                self.web.waiting_reason = f"waiting for {what} ({type(e).__name__})"
+                log.warning("%s is unreachable (%s); retry %d", what, type(e).__name__, failures)
+                await asyncio.sleep(min(30.0, 0.5 * 2 ** min(failures, 6)))
 
     async def run_until_stopped(self, stop: asyncio.Event) -> None:
         waiter = asyncio.create_task(stop.wait())

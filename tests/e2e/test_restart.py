@@ -116,3 +116,58 @@ async def test_a_second_instance_stands_by_and_takes_over(
         assert len(await wait_rows(db_url, "message.sent", event_id=event_id)) == 1
     finally:
         await second.stop()
+
+
+async def test_start_waits_for_an_unreachable_homeserver_then_carries_on(
+    bot_env: BotEnv, db_url: str
+) -> None:
+    import socket
+
+    from aiohttp import ClientSession, web
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    bot_env.write_config(homeserver__url=f"http://127.0.0.1:{port}")
+    bot = RunningBot(bot_env.config)
+    starting = asyncio.create_task(bot.start(timeout=60))
+    try:
+        for _ in range(100):
+            if "homeserver" in bot.app.web.waiting_reason:
+                break
+            await asyncio.sleep(0.05)
+        assert "waiting for the homeserver" in bot.app.web.waiting_reason
+        assert not starting.done()
+
+        # The homeserver "comes back": a plain proxy to the real one on the configured port.
+        upstream = bot_env.synapse.base_url
+        FORWARDED = {"Authorization", "Content-Type"}
+        session = ClientSession()
+
+        async def proxy(request: web.Request) -> web.Response:
+            async with session.request(
+                request.method,
+                upstream + request.path_qs,
+                headers={k: v for k, v in request.headers.items() if k in FORWARDED},
+                data=await request.read(),
+            ) as resp:
+                return web.Response(
+                    status=resp.status,
+                    body=await resp.read(),
+                    content_type=resp.content_type,
+                )
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", proxy)
+        runner = web.AppRunner(app, shutdown_timeout=0.5)  # a long-poll may be in flight
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        try:
+            await starting  # the first sync gets processed
+            assert len(await wait_rows(db_url, "bot.started")) == 1
+        finally:
+            await bot.stop()
+            await runner.cleanup()
+            await session.close()
+    finally:
+        starting.cancel()
