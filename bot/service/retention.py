@@ -231,8 +231,11 @@ class RetentionService:
         )
 
     async def preview(self, room_id: str) -> tuple[Preview, str]:
-        """What the next sweep of the room would remove; changes nothing in the room."""
-        await self.backfiller.run_wanted(only=[room_id])
+        """What the next sweep of the room would remove; changes nothing in the room.
+
+        It does not run a pending history back-fill itself (that would announce and publish the
+        retention in the room): it says so, since the count may then still grow.
+        """
         policy = await self.policy.get(room_id)
         cutoff = self.cutoff_for(policy)
         preview = (
@@ -243,7 +246,11 @@ class RetentionService:
             )
         )
         retention = effective_retention(policy.retention_seconds, self.minimum)
-        return preview, describe_preview(preview, retention, policy.legal_hold)
+        text = describe_preview(preview, retention, policy.legal_hold)
+        if room_id in await self.backfiller.rooms_state.backfills_wanted():
+            self.backfiller.wake.set()
+            text += " Earlier history is still being recorded: the count may grow."
+        return preview, text
 
     async def sweep_room(self, room_id: str, request: SweepRequest) -> RoomSweep:
         result = RoomSweep(room_id, dry_run=self.effects.dry_run)
