@@ -242,11 +242,19 @@ class MatrixGateway:
                 path,
             )
             return
-        recovery_key = await self.machine.generate_recovery_key()
+        # The file first: if it cannot be written, no keys are published that nobody holds.
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
+            try:
+                recovery_key = await self.machine.generate_recovery_key()
+            except BaseException:
+                f.close()
+                path.unlink()
+                raise
             f.write(recovery_key + "\n")
+            f.flush()
+            os.fsync(f.fileno())
         log.warning(
             "Bootstrapped cross-signing; the recovery key was written to %s — keep it "
             "safe and set encryption.recovery_key",
