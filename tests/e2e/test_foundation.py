@@ -130,3 +130,25 @@ async def test_help_lists_only_callers_commands_and_unknown_gets_one_line_error(
     )
     assert "\n" not in error.content.body.strip()
     assert "Unknown command" in error.content.body
+
+
+async def test_admin_commands_need_the_configured_device_trust(
+    bot_env: BotEnv, e2ee_user: MakeE2EEUser, db_url: str
+) -> None:
+    bot_env.write_config(bot__admin_min_trust="cross-signed")
+    bot = await RunningBot(bot_env.config).start()
+    try:
+        admin = await e2ee_user(credentials=bot_env.admin)  # a device nobody cross-signed
+        room_id = await admin.create_room(invite=[bot_env.bot_user])
+        await admin.wait_for_membership(room_id, bot_env.bot_user, "join")
+        await admin.send_text(room_id, "!chaperone audit verify")
+        reply = await admin.wait_for_message(
+            room_id, sender=bot_env.bot_user, predicate=lambda e: "trust" in e.content.body
+        )
+        assert "cross-signed" in reply.content.body
+        denied = await wait_rows(db_url, "command.denied", actor=admin.user_id)
+        details = json.loads(denied[0]["details"])
+        assert details["command"] == "audit verify" and details["trust"] == "any"
+        assert await wait_rows(db_url, "audit.verified", timeout=0.5) == []
+    finally:
+        await bot.stop()
