@@ -185,6 +185,19 @@ class EventPipeline:
             return
         for observer in self.observers:
             await observer.on_encrypted(raw, outcome)
+        if (raw.get("unsigned") or {}).get("redacted_because"):
+            # Redacted before the bot read it (e.g. replayed after a crash that came after the
+            # bot's own redaction): there is nothing to decrypt, and nothing failed.
+            outcome.entries.append(
+                AuditEntry(
+                    actor=raw.get("sender", "system"),
+                    action="message.sent",
+                    room_id=raw.get("room_id"),
+                    event_id=raw.get("event_id"),
+                    details={"encrypted": True, "redacted_before_read": True},
+                )
+            )
+            return
         session_id = raw.get("content", {}).get("session_id", "")
         if session_id in self.gateway.withheld:
             code = self.gateway.withheld[session_id]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 
 import asyncpg
@@ -171,3 +172,20 @@ async def test_start_waits_for_an_unreachable_homeserver_then_carries_on(
             await session.close()
     finally:
         starting.cancel()
+
+
+async def test_a_message_redacted_before_the_bot_read_it_is_recorded_not_failed(
+    bot_env: BotEnv, e2ee_user: MakeE2EEUser, db_url: str
+) -> None:
+    bot = await RunningBot(bot_env.config).start()
+    staff, patient, room_id = await staffed_room(bot_env, e2ee_user, bot)
+    await bot.stop()
+    event_id = await patient.send_text(room_id, "sent and taken back while the bot was away")
+    await patient.redact(room_id, event_id)
+    bot = await RunningBot(bot_env.config).start()
+    try:
+        rows = await wait_rows(db_url, "message.sent", event_id=event_id)
+        assert len(rows) == 1 and json.loads(rows[0]["details"])["redacted_before_read"] is True
+        assert await wait_rows(db_url, "decryption.failed", timeout=0.5) == []
+    finally:
+        await bot.stop()
