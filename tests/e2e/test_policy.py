@@ -71,3 +71,27 @@ async def test_warn_and_audit_modes_do_not_redact_and_only_admins_change_policy(
     assert details(changes[-1]) == {"field": "retention", "old": "off", "new": "30d"}
     assert changes[-1]["actor"] == admin.user_id
     assert (await running_bot.app.policy.get(room)).retention_seconds == 30 * 86400
+
+
+async def test_switching_consent_to_required_asks_the_patients_already_there(
+    bot_env: BotEnv, e2ee_user: MakeE2EEUser, db_url: str
+) -> None:
+    bot_env.write_config(defaults__consent="off")
+    bot = await RunningBot(bot_env.config).start()
+    try:
+        staff, patient, room = await consent_room(bot_env, e2ee_user)
+        admin = await e2ee_user(credentials=bot_env.admin)
+        await staff.invite(room, admin.user_id)
+        await admin.wait_for_membership(room, admin.user_id, "invite")
+        await admin.join(room)
+        await patient.send_text(room, "no consent needed here yet")
+        await command(staff, room, bot_env, "policy", "consent: off")
+        assert await audit_rows(db_url, "consent.terms_posted", room_id=room) == []
+
+        await command(admin, room, bot_env, "policy set consent required", "off → required")
+        terms = await bot_says(patient, room, bot_env, "consent agree")
+        assert patient.user_id in str(terms.content.body)
+        [posted] = await audit_rows(db_url, "consent.terms_posted", room_id=room)
+        assert posted["subject"] == patient.user_id
+    finally:
+        await bot.stop()
