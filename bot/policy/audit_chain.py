@@ -9,7 +9,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -105,10 +105,7 @@ def build_record(
     prev_hash: str,
 ) -> AuditRecord:
     """A record with its hash filled in, ready to store as the chain's next row."""
-    content = canonical_content(
-        seq, ts, actor, action, room_id, event_id, subject, details, prev_hash
-    )
-    return AuditRecord(
+    unhashed = AuditRecord(
         seq=seq,
         ts=ts,
         actor=actor,
@@ -118,8 +115,9 @@ def build_record(
         subject=subject,
         details=dict(details),
         prev_hash=prev_hash,
-        hash=compute_hash(prev_hash, content),
+        hash="",
     )
+    return replace(unhashed, hash=record_hash(unhashed))
 
 
 def record_hash(record: AuditRecord) -> str:
