@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from mautrix.util.async_db import Database
@@ -162,12 +163,15 @@ class TrackedEvents:
             "UPDATE tracked_events SET redacted = true WHERE event_id = $1", event_id
         )
 
-    async def mark_failed(self, event_id: str, failure: str) -> None:
+    async def mark_failed(self, event_id: str, failure: str, at: datetime) -> None:
+        """A final refusal at `at` (the bot's clock: the retry decision compares it with that
+        clock, so it must not come from the database's)."""
         await self.db.execute(
-            "UPDATE tracked_events SET failed_at = now(), failure = $2, removing_since = NULL"
+            "UPDATE tracked_events SET failed_at = $3, failure = $2, removing_since = NULL"
             " WHERE event_id = $1",
             event_id,
             failure,
+            at,
         )
 
     async def oldest_in_room(self, room_id: str) -> int | None:

@@ -73,7 +73,7 @@ async def _redact_one(
             lambda: service.effects.redact(room_id, event_id, reason), result
         )
     except MForbidden:
-        await service.tracked.mark_failed(event_id, "forbidden")
+        await service.tracked.mark_failed(event_id, "forbidden", service.clock.now())
         result.failed += 1
         return
     except MNotFound:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
@@ -100,14 +100,34 @@ async def test_removal_state_makes_the_sweep_resumable(db: Database) -> None:
     assert await repo.mark_removed("$e0", "$redaction0") is False  # recorded once only
     await repo.mark_redacted("$e1")  # e.g. the redaction arrived through sync
     assert await repo.in_flight(ROOM) == []
-    await repo.mark_failed("$e2", "forbidden")
+    await repo.mark_failed("$e2", "forbidden", NOW)
     assert [e.event_id for e in await repo.due(ROOM, cutoff, retry, 10)] == ["$e3"]
-    later = retry_failed_before_ms(datetime(2026, 11, 30, tzinfo=UTC))
+    later = retry_failed_before_ms(NOW + timedelta(days=1, seconds=1))
     assert [e.event_id for e in await repo.due(ROOM, cutoff, later, 10)] == ["$e2", "$e3"]
     await repo.mark_archived("$e3")
     assert (await repo.get("$e3")).archived  # type: ignore[union-attr]
     assert await repo.count_removed(ROOM) == 1
     assert await repo.first_at_or_after(ROOM, 1002) == "$e2"
+
+
+@pytest.mark.parametrize(
+    "failed_at", [datetime(2001, 1, 1, tzinfo=UTC), datetime(2090, 1, 1, tzinfo=UTC)]
+)
+async def test_a_refused_removal_is_retried_by_the_bots_clock_not_the_databases(
+    db: Database, failed_at: datetime
+) -> None:
+    """The failure stamp meets the bot's clock in the retry decision: stamped with the
+    database's clock instead, one of these far-off clocks would retry at once or never."""
+    repo = TrackedEvents(db)
+    await repo.record([event(2, 1000)])
+    await repo.mark_failed("$e2", "forbidden", failed_at)
+    stored = await repo.get("$e2")
+    assert stored is not None and stored.failed_at == to_ms(failed_at)
+    an_hour_later = retry_failed_before_ms(failed_at + timedelta(hours=1))
+    a_day_later = retry_failed_before_ms(failed_at + timedelta(days=1, seconds=1))
+    assert await repo.due(ROOM, 10_000, an_hour_later, 10) == []
+    retried = await repo.due(ROOM, 10_000, a_day_later, 10)
+    assert [e.event_id for e in retried] == ["$e2"]
 
 
 async def test_archive_keeps_one_sealed_copy_that_can_never_change(db: Database) -> None:
