@@ -52,18 +52,22 @@ class LeaderLock:
         A Postgres restart drops the lock with its session. Then it is taken again at once if
         no one else has it (the usual case); if a standby got it first, this instance must stop.
         """
+        lost = False  # told once per loss, not at every retry while Postgres is down
         while True:
             await asyncio.sleep(interval)
             if await self._still_held():
                 continue
-            log.warning("Lost the database lock's session; taking the lock again")
+            if not lost:
+                log.warning("Lost the database lock's session; taking the lock again")
+                lost = True
             try:
                 conn = await asyncpg.connect(self.url)
             except (OSError, asyncpg.PostgresError):
                 continue  # Postgres still down: nobody else can take it either; retry
             if await conn.fetchval("SELECT pg_try_advisory_lock($1)", ACTIVE_INSTANCE_LOCK_ID):
                 self._conn = conn
-                log.warning("Database lock taken again")
+                lost = False
+                log.info("Database lock taken again")
                 continue
             await conn.close()
             raise LostLeadership("another instance became active while the lock was lost")

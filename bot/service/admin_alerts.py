@@ -17,6 +17,7 @@ from bot.matrix.gateway import MatrixGateway
 from bot.metrics import Metrics
 from bot.policy.alert_rules import alert_line, alert_message
 from bot.service.alerts import Alerts
+from bot.service.background import Outage, run_forever
 from bot.service.sync_loop import SyncLoop
 
 log = logging.getLogger("chaperone.alerts")
@@ -27,6 +28,7 @@ class AdminAlerts:
         self.alerts = alerts
         self.metrics = metrics
         self.sync_failing = False
+        self.watch_outage = Outage(log, "Watching the sync loop")
 
     async def on_committed(self, entries: list[AuditEntry]) -> None:
         """Count and announce the alert-worthy rows of one committed batch, in one notice."""
@@ -63,9 +65,10 @@ class AdminAlerts:
 
     async def watch_sync(self, sync_loop: SyncLoop, interval: float = 5.0) -> None:
         """Announce once when the sync loop starts failing, and once when it recovers."""
-        while True:
-            await asyncio.sleep(interval)
-            await self.check_sync(sync_loop)
+        await asyncio.sleep(interval)
+        await run_forever(
+            lambda: self.check_sync(sync_loop), interval=interval, outage=self.watch_outage
+        )
 
     async def check_sync(self, sync_loop: SyncLoop) -> None:
         error = sync_loop.last_error

@@ -22,5 +22,8 @@ class Alerts:
             return
         try:
             await self.effects.notice(self.room_id, f"🚨 {text}")
-        except Exception:
-            log.warning("Could not post an alert to the management room", exc_info=True)
+        except Exception as e:
+            # One line: the alert text above is what matters, and an outage that stops it
+            # going out (Postgres or the homeserver down) is reported by the failing loop.
+            log.warning("Could not post an alert to the management room (%s)", type(e).__name__)
+            log.debug("Posting the alert failed", exc_info=True)

@@ -3,7 +3,6 @@ their consent lapses (or when the terms changed) and records `consent.expired`."
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 from datetime import datetime
@@ -11,6 +10,7 @@ from datetime import datetime
 from bot.db.audit import AuditEntry
 from bot.db.database import transaction
 from bot.policy.consent import ConsentRecord, Validity, expiry_due, reask_reason, validity
+from bot.service.background import Backoff, Outage, run_forever
 from bot.service.consent import ConsentService, day_text
 
 log = logging.getLogger("chaperone.consent")
@@ -19,9 +19,16 @@ DEFAULT_CHECK_INTERVAL = 3600.0
 
 
 class ConsentRenewal:
-    def __init__(self, consent: ConsentService, interval: float = DEFAULT_CHECK_INTERVAL) -> None:
+    def __init__(
+        self,
+        consent: ConsentService,
+        interval: float = DEFAULT_CHECK_INTERVAL,
+        backoff: Backoff | None = None,
+    ) -> None:
         self.consent = consent
         self.interval = interval
+        # Never wait longer after a failure than the schedule would anyway.
+        self.outage = Outage(log, "The consent check", backoff or Backoff(cap=min(60.0, interval)))
 
     async def status_line(self) -> str:
         now = self.consent.clock.now()
@@ -37,15 +44,9 @@ class ConsentRenewal:
         )
 
     async def run(self) -> None:
-        while True:
-            try:
-                await self.check_consents()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                ref = secrets.token_hex(4).upper()
-                log.exception("Consent check failed (ref %s)", ref)
-            await asyncio.sleep(self.interval)
+        """Check every `interval`; while the check fails (Postgres down), back off and log the
+        outage once."""
+        await run_forever(self.check_consents, interval=self.interval, outage=self.outage)
 
     async def check_consents(self) -> None:
         """Record lapsed consents (`consent.expired`) and ask again before they lapse or when

@@ -3,7 +3,6 @@ encrypted) until the key comes, is requested, or the wait runs out (SPEC 11)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -13,6 +12,7 @@ from mautrix.errors import DecryptionError, SessionNotFound
 from bot.db.database import transaction
 from bot.db.pending_decryption import PendingDecryption
 from bot.matrix.gateway import MatrixGateway
+from bot.service.background import Backoff, Outage, run_forever
 from bot.service.observers import BatchOutcome
 from bot.service.pipeline import EventPipeline
 from bot.service.withheld import WithheldNotices
@@ -31,6 +31,7 @@ class DecryptionRetrier:
         request_after: float = 2.0,
         give_up_after: float = 60.0,
         poll_interval: float = 0.25,
+        backoff: Backoff | None = None,
     ) -> None:
         self.gateway = gateway
         self.withheld_notices = withheld_notices
@@ -40,16 +41,12 @@ class DecryptionRetrier:
         self.give_up_after = give_up_after
         self.poll_interval = poll_interval
         self.failures = 0
+        self.outage = Outage(log, "Retrying pending decryptions", backoff)
 
     async def run(self) -> None:
-        while True:
-            try:
-                await self.retry_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.warning("Retrying pending decryptions failed", exc_info=True)
-            await asyncio.sleep(self.poll_interval)
+        """Retry every `poll_interval`; while it fails (Postgres down), back off and log the
+        outage once."""
+        await run_forever(self.retry_once, interval=self.poll_interval, outage=self.outage)
 
     async def retry_once(self) -> None:
         now = datetime.now(UTC)

@@ -37,6 +37,7 @@ from bot.policy.retention import (
 from bot.policy.room_policy import RoomPolicy
 from bot.service.alerts import Alerts
 from bot.service.archive import Archiver
+from bot.service.background import Backoff, Outage
 from bot.service.policy import PolicyService
 from bot.service.retention_notices import RoomNotices, sweep_report
 from bot.service.retention_purge import purge_room
@@ -115,6 +116,7 @@ class RetentionService:
         clock: Clock | None = None,
         batch_size: int = 100,
         purge_poll_seconds: float = 0.5,
+        backoff: Backoff | None = None,
     ) -> None:
         self.config = config
         self.gateway = gateway
@@ -143,6 +145,8 @@ class RetentionService:
         self.last: str | None = None
         self.backlog = 0
         self.changed: set[str] = set()  # rooms whose policy changed during a sweep
+        self.outage = Outage(log, "The retention sweep", backoff)
+        self.retry_in = 0.0  # after a failed sweep, the backoff before the next attempt
 
     # -- reacting to policy changes -------------------------------------------------------
 
@@ -177,12 +181,13 @@ class RetentionService:
         `retention.sweep_interval`, and whenever a sweep is asked for."""
         await ready.wait()
         request = SweepRequest()
+        interval = self.config.retention.sweep_interval_seconds
         while True:
             await self.serve(request)
+            # After a failure, retry sooner (backing off) but never later than the schedule.
+            wait = min(interval, self.retry_in) if self.outage.failing else interval
             try:
-                request = await asyncio.wait_for(
-                    self.requests.get(), self.config.retention.sweep_interval_seconds
-                )
+                request = await asyncio.wait_for(self.requests.get(), wait)
             except TimeoutError:
                 request = SweepRequest()
 
@@ -190,19 +195,30 @@ class RetentionService:
         self.requests.put_nowait(request)
 
     async def serve(self, request: SweepRequest) -> list[RoomSweep]:
+        """Run one sweep; a failure is logged and alerted once per outage (not per retry),
+        and its recovery once, so an outage does not drown the operator."""
         try:
-            return await self.sweep(request)
+            results = await self.sweep(request)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            ref = secrets.token_hex(4).upper()
-            log.exception("Retention sweep failed (ref %s)", ref)
-            await self.alerts.send(f"Retention sweep failed (reference {ref}).")
+        except Exception as e:
+            first = not self.outage.failing
+            self.retry_in = self.outage.failed(e)
+            ref = self.outage.reference
+            if first:
+                await self.alerts.send(
+                    f"Retention sweeps are failing ({type(e).__name__}, reference {ref}); "
+                    "nothing is removed meanwhile. The bot retries with backoff and says "
+                    "here when sweeps work again."
+                )
             if request.reply_room:
                 await self._tell(
                     request.reply_room, f"❌ Retention sweep failed (reference {ref})."
                 )
             return []
+        if self.outage.succeeded():
+            await self.alerts.send("Retention sweeps work again.")
+        return results
 
     async def sweep(self, request: SweepRequest) -> list[RoomSweep]:
         rooms = list(request.room_ids or await self.rooms.managed())
