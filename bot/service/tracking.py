@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any, TypeVar
@@ -19,6 +18,7 @@ from bot.matrix.gateway import MatrixGateway
 from bot.matrix.history import is_redacted, messages_page
 from bot.matrix.ratelimit import RateLimited
 from bot.policy.retention import TrackedEvent, is_retention_reason, pacing_delay
+from bot.service.background import Backoff, Outage, run_forever
 from bot.service.observers import BatchOutcome, Observer
 
 log = logging.getLogger("chaperone.retention.tracking")
@@ -178,6 +178,7 @@ class Backfiller:
         wake: asyncio.Event,
         *,
         poll_seconds: float = 2.0,
+        backoff: Backoff | None = None,
     ) -> None:
         self.gateway = gateway
         self.tracked = tracked
@@ -185,24 +186,17 @@ class Backfiller:
         self.wake = wake
         self.poll_seconds = poll_seconds
         self.done_rooms = 0
+        self.outage = Outage(log, "Back-fill", backoff)
         self._lock = asyncio.Lock()
         # Called with the room ID after its history was recorded (set by the sweeper).
         self.after: Callable[[str], Awaitable[None]] | None = None
 
     async def run(self) -> None:
-        while True:
-            try:
-                await self.run_wanted()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                ref = secrets.token_hex(4).upper()
-                log.warning("Back-fill failed (ref %s); retrying later", ref, exc_info=True)
-            self.wake.clear()
-            try:
-                await asyncio.wait_for(self.wake.wait(), self.poll_seconds)
-            except TimeoutError:
-                pass
+        """Back-fill what was asked for, on wake-up or every `poll_seconds`; while it fails
+        (Postgres or the homeserver down), back off and log the outage once."""
+        await run_forever(
+            self.run_wanted, interval=self.poll_seconds, outage=self.outage, wake=self.wake
+        )
 
     async def run_wanted(self, only: Sequence[str] | None = None) -> None:
         """Back-fill every room (or those of `only`) that asked for it."""
