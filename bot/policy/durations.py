@@ -15,22 +15,49 @@ UNITS: dict[str, int] = {
 }
 
 _EXPECTED = "expected a number followed by s, m, h, d, w or y, like 90m or 30d"
+
+# Matrix's canonical JSON stops at 2^53-1 (m.room.retention's max_lifetime is in ms), so no
+# duration may exceed that many milliseconds: about 285,616 years.
+MAX_MILLISECONDS = 2**53 - 1
+MAX_SECONDS = MAX_MILLISECONDS // 1000
+_MAX_DIGITS = len(str(MAX_SECONDS))  # longer numbers are refused before int() reads them
+
+
+class DurationTooLong(ValueError):
+    """A well-formed duration longer than Matrix can represent in milliseconds."""
+
+
+def _too_long(text: str) -> DurationTooLong:
+    years = MAX_SECONDS // UNITS["y"]
+    text = text.strip() if len(text.strip()) <= 40 else text.strip()[:20] + "…"
+    return DurationTooLong(
+        f"{text!r} is too long: Matrix cannot represent more than {years}y (2^53-1 milliseconds)"
+    )
+
+
 # ASCII digits only (\d would also take other scripts' digits) and lower-case units only, so
 # `1M` is refused rather than silently read as a minute when a month was meant.
 _DURATION = re.compile(r"([0-9]+)([smhdwy])")
 
 
 def parse_duration(text: str) -> int:
-    """Seconds in `text`, a positive whole number followed by one unit; ValueError otherwise."""
+    """Seconds in `text`, a positive whole number followed by one unit, at most MAX_SECONDS;
+    ValueError otherwise (DurationTooLong when it is only too long)."""
     if not isinstance(text, str):
         raise ValueError(f"{text!r} is not a duration: {_EXPECTED}")
     match = _DURATION.fullmatch(text.strip())
     if match is None:
         raise ValueError(f"{text!r} is not a duration: {_EXPECTED}")
-    amount = int(match.group(1))
+    digits = match.group(1).lstrip("0")
+    if len(digits) > _MAX_DIGITS:
+        raise _too_long(text)
+    amount = int(digits or "0")
     if amount <= 0:
         raise ValueError(f"{text!r} is not a duration: it must be longer than zero; {_EXPECTED}")
-    return amount * UNITS[match.group(2)]
+    seconds = amount * UNITS[match.group(2)]
+    if seconds > MAX_SECONDS:
+        raise _too_long(text)
+    return seconds
 
 
 def format_duration(seconds: int) -> str:
@@ -51,6 +78,8 @@ def parse_retention(text: str) -> int | None:
         return None
     try:
         return parse_duration(text)
+    except DurationTooLong:
+        raise
     except ValueError:
         raise ValueError(
             f"{text!r} is not a retention: expected off or a number followed by s, m, h, d, w "

@@ -5,7 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from bot.policy.durations import format_duration, format_retention, parse_retention
+from bot.policy.durations import (
+    DurationTooLong,
+    format_duration,
+    format_retention,
+    parse_retention,
+)
 
 FIELDS = ("consent", "enforcement", "retention", "legal_hold", "require_encryption")
 _ON_OFF = {"on": True, "off": False}
@@ -52,6 +57,8 @@ def parse_policy_value(field: str, text: str, *, retention_minimum: int) -> Any:
     if field == "retention":
         try:
             seconds = parse_retention(text)
+        except DurationTooLong as e:
+            raise ValueError(f"retention: {e}; expected a shorter duration, or off") from None
         except ValueError as e:
             raise ValueError(f"retention: {e}, or off") from None
         if seconds is not None and seconds < retention_minimum:
