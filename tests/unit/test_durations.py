@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -182,7 +183,7 @@ def test_policy_set_retention_past_canonical_json_is_refused() -> None:
 
 @pytest.mark.parametrize("key", ["defaults", "retention"])
 def test_config_durations_past_canonical_json_are_refused(key: str) -> None:
-    data = {
+    data: dict[str, dict[str, Any]] = {
         "homeserver": {"url": "https://matrix.clinic.test"},
         "bot": {"user_id": "@chaperone:clinic.test", "password": "correct-horse-battery"},
         "encryption": {"pickle_key": "pickle-key-0123456789"},
