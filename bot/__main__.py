@@ -25,6 +25,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     config = _load(args.config)
     for warning in check_warnings(config):
         print(f"warning: {warning}")
+    if config.database.url:
+        from bot.db.database import role_warning_of
+
+        role_warning = asyncio.run(role_warning_of(config.database.url))
+        if role_warning:
+            print(f"WARNING: database.url: {role_warning}")
     print(f"{args.config}: configuration is valid")
     return 0
 

@@ -29,7 +29,7 @@ from bot.db.archive import MessageArchive
 from bot.db.audit import AuditEntry, AuditLog
 from bot.db.consent import ConsentRepo
 from bot.db.consent_notices import ConsentNotices
-from bot.db.database import Databases, EmbeddedPostgres, open_databases
+from bot.db.database import Databases, EmbeddedPostgres, history_risk, open_databases
 from bot.db.identity import IdentityStore
 from bot.db.leader import LeaderLock
 from bot.db.message_counts import MessageCounts
@@ -48,6 +48,7 @@ from bot.service.access import AccessService
 from bot.service.admin_alerts import AdminAlerts
 from bot.service.alerts import Alerts
 from bot.service.archive import Archiver
+from bot.service.audit_checkpoints import AuditCheckpointer
 from bot.service.audit_tools import AuditTools
 from bot.service.commands import CommandService
 from bot.service.consent import ConsentService
@@ -79,6 +80,7 @@ class Chaperone:
         self.embedded: EmbeddedPostgres | None = None
         self.dbs: Databases | None = None
         self.leader: LeaderLock | None = None
+        self.role_warning: str | None = None  # set at start when the role could change history
         self.active = False  # True once this instance holds the lock and has started
         self.tasks: list[asyncio.Task[None]] = []
         self.registry = CommandRegistry(builtin_specs())
@@ -98,17 +100,23 @@ class Chaperone:
 
     async def start(self) -> None:
         await self.web.start()  # first: /health answers, /ready says why not (yet)
-        url = self.config.database.url
+        url, owner_url = self.config.database.url, self.config.database.owner_url
         if not url:
             self.embedded = EmbeddedPostgres(Path(self.config.bot.data_dir))
             url = await self.embedded.astart()
-        self.dbs = await self._until_up("Postgres", lambda: open_databases(url))
+            owner_url = self.embedded.owner_url
+        self.dbs = await self._until_up(
+            "Postgres", lambda: open_databases(url, owner_url=owner_url or None)
+        )
+        self.role_warning = await history_risk(self.dbs.main)
+        if self.role_warning:
+            log.warning("WARNING: %s", self.role_warning)
         self.leader = LeaderLock(url)
         self.web.waiting_reason = "warm standby: another instance holds the database lock"
         await self.leader.acquire()  # a second instance waits here as a warm standby
         self.web.waiting_reason = "starting"
         main = self.dbs.main
-        self.audit = AuditLog(main)
+        self.audit = AuditLog(main, self.config.audit.hmac_key)
         self.sync_state = SyncState(main)
         self.pending = PendingDecryption(main)
         self.rooms = RoomsRepo(main)
@@ -185,7 +193,16 @@ class Chaperone:
         self.staff_admin = StaffService(
             self.config, self.staff, self.rooms, self.gateway, self.effects, self.audit
         )
-        self.audit_tools = AuditTools(self.audit, self.effects)
+        management_room = self.config.bot.management_room
+        self.checkpointer = AuditCheckpointer(
+            self.audit,
+            interval_seconds=self.config.audit.checkpoint_interval_seconds,
+            checkpoint_file=self.config.audit.checkpoint_file,
+            publish=(lambda text: self.effects.notice(management_room, text))
+            if management_room
+            else None,
+        )
+        self.audit_tools = AuditTools(self.audit, self.effects, self.checkpointer.known)
         # Retention: event metadata, back-fill, archive, the sweeper (SPEC 4).
         tracked, retention_rooms = TrackedEvents(main), RetentionRooms(main)
         self.tracker = RetentionTracker(tracked, retention_rooms, self.config.bot.user_id)
@@ -230,6 +247,9 @@ class Chaperone:
                 )
             ]
         )
+        if self.role_warning:
+            await self.alerts.send(f"WARNING: {self.role_warning}")
+        await self.checkpointer.checkpoint("start")
         self.active = True
         self.tasks = [
             asyncio.create_task(self.sync_loop.run(), name="sync"),
@@ -239,6 +259,7 @@ class Chaperone:
             asyncio.create_task(self.admin_alerts.watch_sync(self.sync_loop), name="sync-watch")
         )
         self.tasks.append(asyncio.create_task(self.leader.keep(), name="leader"))
+        self.tasks.append(asyncio.create_task(self.checkpointer.run(), name="audit-checkpoint"))
         self.tasks.append(asyncio.create_task(self.backfiller.run(), name="backfill"))
         self.tasks.append(asyncio.create_task(self.consent_renewal.run(), name="consent-check"))
         self.tasks.append(
@@ -309,6 +330,8 @@ class Chaperone:
                         )
                     ]
                 )
+            with contextlib.suppress(Exception):
+                await self.checkpointer.checkpoint("stop")
             with contextlib.suppress(Exception):
                 await self.gateway.close()
         if self.dbs is not None:

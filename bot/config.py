@@ -62,6 +62,7 @@ SECRET_KEYS = (
     "encryption.pickle_key",
     "encryption.recovery_key",
     "database.url",
+    "database.owner_url",
     "audit.hmac_key",
     "http.api_token",
 )
@@ -80,7 +81,7 @@ _SCHEMA: dict[str, tuple[str, ...]] = {
         "dry_run",
     ),
     "encryption": ("pickle_key", "recovery_key", "recovery_key_file"),
-    "database": ("url",),
+    "database": ("url", "owner_url"),
     "roles": ("admins", "staff", "staff_power_level", "allowed_servers"),
     "defaults": ("consent", "enforcement", "retention", "legal_hold", "require_encryption"),
     "consent": (
@@ -93,7 +94,7 @@ _SCHEMA: dict[str, tuple[str, ...]] = {
         "after_hours_notice",
     ),
     "retention": ("minimum", "method", "archive_public_key", "sweep_interval"),
-    "audit": ("hmac_key", "retention_years"),
+    "audit": ("hmac_key", "retention_years", "checkpoint_interval", "checkpoint_file"),
     "http": ("listen", "api_token"),
     "logging": ("level",),
 }
@@ -139,6 +140,7 @@ class EncryptionConfig:
 @dataclass(frozen=True, slots=True)
 class DatabaseConfig:
     url: str = field(default="", repr=False)
+    owner_url: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +183,8 @@ class RetentionConfig:
 class AuditConfig:
     hmac_key: str = field(repr=False)
     retention_years: int = 6
+    checkpoint_interval_seconds: int = 3600
+    checkpoint_file: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +239,8 @@ class Config:
             self.encryption.recovery_key,
             self.database.url,
             urlsplit(self.database.url).password or "",
+            self.database.owner_url,
+            urlsplit(self.database.owner_url).password or "",
             self.audit.hmac_key,
             self.http.api_token,
         ]
@@ -322,7 +328,12 @@ def parse_config(data: object, env: Mapping[str, str], base_dir: Path) -> Config
             "database.url",
             check=is_postgres_url,
             expected="a postgresql:// URL, or empty for the embedded Postgres",
-        )
+        ),
+        owner_url=r.secret(
+            "database.owner_url",
+            check=is_postgres_url,
+            expected="a postgresql:// URL of the role that owns the tables, or empty",
+        ),
     )
     roles = RolesConfig(
         admins=r.listing("roles.admins", is_user_id, "a Matrix user ID like @name:server"),
@@ -377,6 +388,7 @@ def parse_config(data: object, env: Mapping[str, str], base_dir: Path) -> Config
         ),
         sweep_interval_seconds=r.duration("retention.sweep_interval", "10m"),
     )
+    checkpoint_file = r.text("audit.checkpoint_file", "", "a file path, or empty")
     audit = AuditConfig(
         hmac_key=r.secret(
             "audit.hmac_key",
@@ -385,12 +397,18 @@ def parse_config(data: object, env: Mapping[str, str], base_dir: Path) -> Config
             expected="at least 16 characters",
         ),
         retention_years=r.integer("audit.retention_years", 6, 6, 100),
+        checkpoint_interval_seconds=r.duration("audit.checkpoint_interval", "1h"),
+        checkpoint_file=str(resolve_path(base_dir, checkpoint_file)) if checkpoint_file else "",
     )
     http = HttpConfig(
         listen=r.text(
             "http.listen", "127.0.0.1:8080", "host:port, like 127.0.0.1:8080", check=is_listen
         ),
-        api_token=r.secret("http.api_token"),
+        api_token=r.secret(
+            "http.api_token",
+            check=lambda v: len(v) >= 32,
+            expected="at least 32 characters (e.g. openssl rand -hex 32)",
+        ),
     )
     logging = LoggingConfig(
         level=r.choice(
@@ -465,6 +483,21 @@ def check_warnings(config: Config) -> list[str]:
         warnings.append("defaults.consent: off; new rooms are used without patient consent")
     if not config.defaults.require_encryption:
         warnings.append("defaults.require_encryption: off; unencrypted rooms are not reported")
+    if config.database.owner_url and not config.database.url:
+        warnings.append(
+            "database.owner_url: ignored while database.url is empty; the embedded Postgres "
+            "sets up both roles itself"
+        )
+    if config.database.url and not config.database.owner_url:
+        warnings.append(
+            "database.owner_url: empty; the bot's role runs the migrations and owns the "
+            "tables, so it could disable the audit triggers and rewrite history"
+        )
+    if not config.audit.checkpoint_file:
+        warnings.append(
+            "audit.checkpoint_file: empty; audit checkpoints go only to the management room, "
+            "and the CLI cannot detect a cut tail"
+        )
     if not config.http.api_token:
         warnings.append("http.api_token: empty; the audit API refuses every request")
     if not is_loopback(config.http.host):

@@ -265,6 +265,10 @@ class WebServer:
         if result.ok:
             return web.json_response({"ok": True, "rows": result.rows})
         body: dict[str, Any] = {"ok": False, "first_broken_seq": result.first_broken_seq}
+        if result.truncated_after_seq is not None:
+            body["truncated_after_seq"] = result.truncated_after_seq
+        if result.checkpoint_mismatch_seq is not None:
+            body["checkpoint_mismatch_seq"] = result.checkpoint_mismatch_seq
         return web.json_response(body, status=409)
 
 

@@ -18,7 +18,7 @@ from bot.commands.registry import (
 )
 from bot.policy.roles import Role
 from bot.service.audit_cli import FilterError, parse_filters
-from bot.service.audit_tools import TAIL_DEFAULT, TAIL_MAX, AuditTools
+from bot.service.audit_tools import TAIL_DEFAULT, TAIL_MAX, AuditTools, verify_summary
 
 
 class AuditServices(Protocol):
@@ -89,15 +89,11 @@ async def audit_verify(ctx: CommandContext, args: Mapping[str, Any]) -> str:
     result = await services.audit_tools.verify(
         actor=ctx.sender, room_id=ctx.reply_room_id, event_id=ctx.event_id, via="chat"
     )
+    summary = verify_summary(result)
+    summary = summary[0].upper() + summary[1:]
     if result.ok:
-        return (
-            f"✅ Audit log intact: {result.rows} rows, hash chain verified "
-            f"(head {result.head_hash[:16]}…)."
-        )
-    return (
-        f"❌ Audit log BROKEN at seq {result.first_broken_seq} "
-        f"({result.rows} rows read). Keep this message and investigate."
-    )
+        return f"✅ {summary}."
+    return f"❌ {summary}. Keep this message and investigate."
 
 
 def specs() -> list[CommandSpec]:
@@ -122,5 +118,10 @@ def specs() -> list[CommandSpec]:
                 Arg("format", choice_arg("jsonl", "csv"), required=False),
             ),
         ),
-        CommandSpec("audit verify", Role.ADMIN, "check the audit log's hash chain", audit_verify),
+        CommandSpec(
+            "audit verify",
+            Role.ADMIN,
+            "check the audit log's hash chain and its published checkpoints",
+            audit_verify,
+        ),
     ]

@@ -29,7 +29,12 @@ async def help_command(ctx: CommandContext, args: Mapping[str, Any]) -> str:
 
 async def status_command(ctx: CommandContext, args: Mapping[str, Any]) -> str:
     services: BuiltinServices = ctx.services
-    return "\n".join(await services.status.status_lines())
+    lines = await services.status.status_lines()
+    # Set by the app when the bot's database role could rewrite the audit history (SPEC 5).
+    role_warning = getattr(services, "role_warning", None)
+    if isinstance(role_warning, str) and role_warning:
+        lines = [f"⚠️ WARNING: {role_warning}", *lines]
+    return "\n".join(lines)
 
 
 def builtin_specs() -> list[CommandSpec]:

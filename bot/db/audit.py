@@ -1,4 +1,4 @@
-"""The audit log repository: append-only, hash-chained, idempotent per (event_id, action)."""
+"""The audit log repository: append-only, HMAC-chained, idempotent per (event_id, action)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,13 @@ from bot.policy.audit_chain import (
     RECORD_FIELDS,
     AuditRecord,
     ChainVerifier,
+    Checkpoint,
     build_record,
     canonical_json,
+    check_checkpoints,
+    derive_chain_key,
+    storable,
+    storable_text,
 )
 
 # pg_advisory_xact_lock key serializing appenders: the chain's next seq and prev_hash are read
@@ -60,13 +65,34 @@ class AuditFilter:
 
 @dataclass(frozen=True)
 class VerifyResult:
-    """Outcome of `AuditLog.verify()`; `rows` counts every row read, broken or not."""
+    """Outcome of `AuditLog.verify()`; `rows` counts every row read, broken or not.
+
+    `first_broken_seq` is the first row the chain itself rejects; failing that, the first row a
+    checkpoint shows missing (`truncated_after_seq` + 1) or different (`checkpoint_mismatch_seq`).
+    """
 
     ok: bool
     rows: int
     first_broken_seq: int | None
     head_hash: str = GENESIS_HASH
     """Hash of the last row of the intact prefix: record it elsewhere to catch a cut tail."""
+    truncated_after_seq: int | None = None
+    """The last stored seq, when a checkpoint names a later row: the tail was cut."""
+    checkpoint_mismatch_seq: int | None = None
+    """The first checkpointed seq whose stored hash differs: history was rewritten."""
+    checkpoints: int = 0
+    """How many checkpoints the chain was checked against."""
+    keyed_from_seq: int = 1
+    """Rows before this seq predate the keyed chain and carry plain SHA-256 hashes."""
+
+
+@dataclass(frozen=True)
+class ChainHead:
+    """The last row of the log."""
+
+    seq: int
+    hash: str
+    ts: datetime
 
 
 def _record(row: Mapping[str, Any]) -> AuditRecord:
@@ -86,10 +112,15 @@ def _record(row: Mapping[str, Any]) -> AuditRecord:
 
 
 class AuditLog:
-    """Appends to, verifies and exports the `audit_log` table."""
+    """Appends to, verifies and exports the `audit_log` table.
 
-    def __init__(self, db: Database) -> None:
+    `hmac_key` is `audit.hmac_key`; the chain is keyed with a key derived from it, which never
+    enters the database.
+    """
+
+    def __init__(self, db: Database, hmac_key: str | bytes) -> None:
         self.db = db
+        self._chain_key = derive_chain_key(hmac_key)
 
     async def append(self, entries: Sequence[AuditEntry]) -> list[int]:
         """Append a batch in one transaction; return the seqs written.
@@ -99,6 +130,9 @@ class AuditLog:
         """
         if not entries:
             return []
+        # U+0000 and lone surrogates are escaped (Postgres and UTF-8 refuse them), so any text
+        # is storable and the hash covers exactly what is stored.
+        entries = [_storable_entry(e) for e in entries]
         # Serialize details before touching the database: bad data fails here, loudly.
         details_json = [canonical_json(dict(e.details)) for e in entries]
         conn: Connection
@@ -138,9 +172,8 @@ class AuditLog:
                 )
         return [record.seq for record, _ in chained]
 
-    @staticmethod
     def _chain(
-        entries: Sequence[AuditEntry], prep: Mapping[str, Any]
+        self, entries: Sequence[AuditEntry], prep: Mapping[str, Any]
     ) -> list[tuple[AuditRecord, str]]:
         """The new records, each with its details as jsonb text, skipping replays."""
         seq: int = prep["head_seq"] or 0
@@ -166,6 +199,7 @@ class AuditLog:
                 entry.subject,
                 json.loads(details),
                 prev_hash,
+                key=self._chain_key,
             )
             chained.append((record, details))
             prev_hash = record.hash
@@ -190,17 +224,59 @@ class AuditLog:
             )
         return [_record(row) for row in reversed(rows)]
 
-    async def verify(self) -> VerifyResult:
-        """Recompute the whole chain, streaming rows in seq order."""
-        verifier = ChainVerifier()
+    async def head(self) -> ChainHead | None:
+        """The last row's seq, hash and time, or None while the log is empty."""
+        row = await self.db.fetchrow(
+            "SELECT seq, hash, ts FROM audit_log ORDER BY seq DESC LIMIT 1"
+        )
+        return None if row is None else ChainHead(row["seq"], row["hash"], row["ts"])
+
+    async def hash_at(self, seq: int) -> str | None:
+        """The stored hash of row `seq`."""
+        found: str | None = await self.db.fetchval(
+            "SELECT hash FROM audit_log WHERE seq = $1", seq
+        )
+        return found
+
+    async def keyed_from_seq(self) -> int:
+        """The first seq hashed with the key (rows before it predate the keyed chain).
+
+        1 when the boundary is missing, so a removed boundary makes old rows fail, never pass.
+        """
+        found: int | None = await self.db.fetchval(
+            "SELECT keyed_from_seq FROM audit_chain_meta WHERE id"
+        )
+        return found or 1
+
+    async def verify(self, checkpoints: Sequence[Checkpoint] = ()) -> VerifyResult:
+        """Recompute the whole chain, streaming rows in seq order, and check it against
+        `checkpoints` (heads published outside the database), which catch a cut tail or a
+        rewritten prefix that a chain alone cannot show."""
+        keyed_from = await self.keyed_from_seq()
+        verifier = ChainVerifier(key=self._chain_key, keyed_from_seq=keyed_from)
+        wanted = {cp.seq for cp in checkpoints}
+        stored: dict[int, str] = {}
+        last_seq = 0
         async for record in self._stream(f"{_SELECT} ORDER BY seq"):
             verifier.feed(record)
+            last_seq = record.seq
+            if record.seq in wanted:
+                stored[record.seq] = record.hash
         broken = verifier.first_broken_seq
+        anchored = check_checkpoints(stored, last_seq, checkpoints)
+        if broken is None and anchored.truncated_after_seq is not None:
+            broken = anchored.truncated_after_seq + 1
+        if broken is None and anchored.checkpoint_mismatch_seq is not None:
+            broken = anchored.checkpoint_mismatch_seq
         return VerifyResult(
             ok=broken is None,
             rows=verifier.rows,
             first_broken_seq=broken,
             head_hash=verifier.head_hash or GENESIS_HASH,
+            truncated_after_seq=anchored.truncated_after_seq,
+            checkpoint_mismatch_seq=anchored.checkpoint_mismatch_seq,
+            checkpoints=len(checkpoints),
+            keyed_from_seq=keyed_from,
         )
 
     async def export(self, filters: AuditFilter) -> AsyncGenerator[AuditRecord, None]:
@@ -257,6 +333,20 @@ async def _reader(db: Database) -> AsyncIterator[Connection]:
         return
     async with db.acquire_direct() as conn:
         yield conn
+
+
+def _storable_entry(entry: AuditEntry) -> AuditEntry:
+    def text(value: str | None) -> str | None:
+        return None if value is None else storable_text(value)
+
+    return AuditEntry(
+        actor=storable_text(entry.actor),
+        action=storable_text(entry.action),
+        room_id=text(entry.room_id),
+        event_id=text(entry.event_id),
+        subject=text(entry.subject),
+        details=storable(dict(entry.details)),
+    )
 
 
 def _row(record: AuditRecord, details_json: str) -> tuple[Any, ...]:

@@ -1,5 +1,9 @@
 """The audit log's hash chain: canonical row content, row hashes, chain verification, HMACs.
 
+Rows are chained with HMAC-SHA256 under a key derived from `audit.hmac_key` (SPEC 5), so whoever
+can write the table but lacks the key cannot recompute the chain. Rows written before the chain
+was keyed (seq < `keyed_from_seq`) carry plain SHA-256 hashes and are checked as such.
+
 Pure: no I/O, no clock. The database layer (`bot.db.audit`) feeds rows in and out.
 """
 
@@ -8,7 +12,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -29,6 +34,12 @@ RECORD_FIELDS = (
 
 GENESIS_HASH = "0" * 64
 """The `prev_hash` of the first row (seq 1)."""
+
+CHAIN_KEY_SALT = b"chaperone audit_log"
+CHAIN_KEY_INFO = b"chaperone audit_log chain hmac-sha256 v1"
+"""HKDF labels: the chain key is distinct from the key's use for message HMACs."""
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -88,9 +99,51 @@ def canonical_content(
     return canonical_json(content).encode("utf-8")
 
 
-def compute_hash(prev_hash: str, content: bytes) -> str:
-    """Hex SHA-256 over the previous row's hash followed by this row's canonical content."""
-    return hashlib.sha256(prev_hash.encode("ascii") + content).hexdigest()
+def _key_bytes(key: bytes | str) -> bytes:
+    key_bytes = key.encode("utf-8") if isinstance(key, str) else key
+    if not key_bytes:
+        # An empty key makes the "HMAC" a plain hash anyone can recompute from a guess.
+        raise ValueError("audit HMAC key must not be empty")
+    return key_bytes
+
+
+def derive_chain_key(hmac_key: bytes | str) -> bytes:
+    """The chain's key: HKDF-SHA256 (RFC 5869) of `audit.hmac_key` with fixed labels."""
+    prk = hmac.new(CHAIN_KEY_SALT, _key_bytes(hmac_key), hashlib.sha256).digest()
+    return hmac.new(prk, CHAIN_KEY_INFO + b"\x01", hashlib.sha256).digest()
+
+
+def compute_hash(prev_hash: str, content: bytes, key: bytes | None = None) -> str:
+    """Hex HMAC-SHA256 under `key` over the previous row's hash then this row's content.
+
+    Without a key: plain SHA-256, the form of rows written before the chain was keyed.
+    """
+    data = prev_hash.encode("ascii") + content
+    if key is None:
+        return hashlib.sha256(data).hexdigest()
+    return hmac.new(key, data, hashlib.sha256).hexdigest()
+
+
+def storable_text(text: str) -> str:
+    """`text` with U+0000 and surrogate code points written as `\\u0000` / `\\ud800` escapes.
+
+    Postgres refuses U+0000 in text and jsonb, and UTF-8 cannot encode a lone surrogate; the
+    audit log stores (and hashes) this escaped form instead of refusing the row.
+    """
+    return _UNSTORABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def storable(value: Any) -> Any:
+    """`value` with every string in it (dict keys included) made storable; tuples as lists."""
+    if isinstance(value, str):
+        return storable_text(value)
+    if isinstance(value, Mapping):
+        return {
+            (storable_text(k) if isinstance(k, str) else k): storable(v) for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [storable(v) for v in value]
+    return value
 
 
 def build_record(
@@ -103,8 +156,13 @@ def build_record(
     subject: str | None,
     details: Mapping[str, Any],
     prev_hash: str,
+    *,
+    key: bytes | None = None,
 ) -> AuditRecord:
-    """A record with its hash filled in, ready to store as the chain's next row."""
+    """A record with its hash filled in, ready to store as the chain's next row.
+
+    `key` is the chain key (`derive_chain_key`); None builds an old, unkeyed row.
+    """
     unhashed = AuditRecord(
         seq=seq,
         ts=ts,
@@ -117,11 +175,11 @@ def build_record(
         prev_hash=prev_hash,
         hash="",
     )
-    return replace(unhashed, hash=record_hash(unhashed))
+    return replace(unhashed, hash=record_hash(unhashed, key))
 
 
-def record_hash(record: AuditRecord) -> str:
-    """The hash `record` ought to carry, recomputed from its content."""
+def record_hash(record: AuditRecord, key: bytes | None = None) -> str:
+    """The hash `record` ought to carry under chain key `key` (None: unkeyed SHA-256)."""
     content = canonical_content(
         record.seq,
         record.ts,
@@ -133,15 +191,28 @@ def record_hash(record: AuditRecord) -> str:
         record.details,
         record.prev_hash,
     )
-    return compute_hash(record.prev_hash, content)
+    return compute_hash(record.prev_hash, content, key)
 
 
 class ChainVerifier:
-    """Checks records one at a time, in seq order, so a long chain can be streamed."""
+    """Checks records one at a time, in seq order, so a long chain can be streamed.
 
-    def __init__(self, expected_prev: str = GENESIS_HASH, expected_seq: int = 1) -> None:
+    With `key`, rows from `keyed_from_seq` on must carry HMACs under it; earlier rows (written
+    before the chain was keyed) plain SHA-256. Without a key every row is checked unkeyed.
+    """
+
+    def __init__(
+        self,
+        expected_prev: str = GENESIS_HASH,
+        expected_seq: int = 1,
+        *,
+        key: bytes | None = None,
+        keyed_from_seq: int = 1,
+    ) -> None:
         self._expected_prev = expected_prev
         self._expected_seq = expected_seq
+        self._key = key
+        self._keyed_from_seq = keyed_from_seq
         self.rows = 0
         self.first_broken_seq: int | None = None
         self.head_hash: str | None = None
@@ -154,7 +225,7 @@ class ChainVerifier:
         if (
             record.seq != self._expected_seq
             or record.prev_hash != self._expected_prev
-            or record.hash != record_hash(record)
+            or not hmac.compare_digest(record.hash, record_hash(record, self._key_for(record.seq)))
         ):
             self.first_broken_seq = record.seq
             return False
@@ -163,14 +234,20 @@ class ChainVerifier:
         self.head_hash = record.hash
         return True
 
+    def _key_for(self, seq: int) -> bytes | None:
+        return self._key if seq >= self._keyed_from_seq else None
+
 
 def first_broken(
     records: Iterable[AuditRecord],
     expected_prev: str = GENESIS_HASH,
     expected_seq: int = 1,
+    *,
+    key: bytes | None = None,
+    keyed_from_seq: int = 1,
 ) -> int | None:
     """The first seq that breaks the chain (gap, wrong prev_hash, wrong hash), or None."""
-    verifier = ChainVerifier(expected_prev, expected_seq)
+    verifier = ChainVerifier(expected_prev, expected_seq, key=key, keyed_from_seq=keyed_from_seq)
     for record in records:
         if not verifier.feed(record):
             return verifier.first_broken_seq
@@ -179,8 +256,62 @@ def first_broken(
 
 def message_hmac(key: bytes | str, body: str) -> str:
     """Hex HMAC-SHA256 of a message body, the only trace of a message the audit log keeps."""
-    key_bytes = key.encode("utf-8") if isinstance(key, str) else key
-    if not key_bytes:
-        # An empty key makes the "HMAC" a plain hash anyone can recompute from a guess.
-        raise ValueError("audit HMAC key must not be empty")
-    return hmac.new(key_bytes, body.encode("utf-8"), hashlib.sha256).hexdigest()
+    return hmac.new(_key_bytes(key), body.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A chain head published outside the database: row `seq` carried `hash`."""
+
+    seq: int
+    hash: str
+
+
+@dataclass(frozen=True)
+class CheckpointCheck:
+    """The chain against its checkpoints; both None when every checkpoint matches."""
+
+    truncated_after_seq: int | None
+    """The last stored seq, when a checkpoint names a later row (the tail was cut)."""
+    checkpoint_mismatch_seq: int | None
+    """The first checkpointed seq whose stored hash differs (history was rewritten)."""
+
+
+def check_checkpoints(
+    stored: Mapping[int, str], last_seq: int, checkpoints: Sequence[Checkpoint]
+) -> CheckpointCheck:
+    """Compare published heads with the stored hashes at their seqs (`stored`, seq → hash)."""
+    truncated = mismatch = None
+    for cp in sorted(checkpoints, key=lambda c: c.seq):
+        if cp.seq > last_seq:
+            truncated = last_seq
+        elif mismatch is None and not hmac.compare_digest(stored.get(cp.seq, ""), cp.hash):
+            mismatch = cp.seq
+    return CheckpointCheck(truncated, mismatch)
+
+
+_HASH_RE = re.compile(r"[0-9a-f]{64}")
+
+
+def checkpoint_line(checkpoint: Checkpoint, ts: datetime) -> str:
+    """One line of `audit.checkpoint_file`: `{"seq":..,"hash":..,"ts":..}` and a newline."""
+    return (
+        canonical_json({"seq": checkpoint.seq, "hash": checkpoint.hash, "ts": format_ts(ts)})
+        + "\n"
+    )
+
+
+def parse_checkpoint_line(line: str) -> Checkpoint | None:
+    """A checkpoint file line back into a Checkpoint; None if it is not one."""
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(value, dict):
+        return None
+    seq, hash_ = value.get("seq"), value.get("hash")
+    if type(seq) is not int or seq < 1 or not isinstance(hash_, str):
+        return None
+    if not _HASH_RE.fullmatch(hash_):
+        return None
+    return Checkpoint(seq, hash_)

@@ -130,7 +130,7 @@ async def export_archive(
                 continue
             out.write(json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n")
             opened += 1
-        await AuditLog(db).append(
+        await AuditLog(db, config.audit.hmac_key).append(
             [
                 AuditEntry(
                     actor="system",

@@ -15,7 +15,8 @@ from bot.config import Config
 from bot.db.audit import AuditEntry, AuditFilter, AuditLog
 from bot.db.audit_format import csv_header, to_csv_row, to_jsonl
 from bot.db.database import EmbeddedPostgres, open_databases
-from bot.service.audit_tools import exported_entry
+from bot.service.audit_checkpoints import read_checkpoint_file
+from bot.service.audit_tools import exported_entry, verify_details, verify_summary
 
 FILTER_KEYS = ("room", "user", "action", "since", "until")
 
@@ -62,11 +63,12 @@ def parse_filters(words: Sequence[str]) -> AuditFilter:
 @asynccontextmanager
 async def main_database(config: Config) -> AsyncIterator[Database]:
     embedded = None
-    url = config.database.url
+    url, owner_url = config.database.url, config.database.owner_url
     if not url:
         embedded = EmbeddedPostgres(Path(config.bot.data_dir))
         url = await embedded.astart()
-    dbs = await open_databases(url)
+        owner_url = embedded.owner_url
+    dbs = await open_databases(url, owner_url=owner_url or None)
     try:
         yield dbs.main
     finally:
@@ -81,26 +83,28 @@ def cli_actor() -> str:
 
 
 async def verify(config: Config) -> tuple[bool, str]:
+    """Recompute the chain and check it against `audit.checkpoint_file`; (ok, one line)."""
+    checkpoints, unreadable = (
+        read_checkpoint_file(config.audit.checkpoint_file)
+        if config.audit.checkpoint_file
+        else ([], 0)
+    )
     async with main_database(config) as db:
-        audit = AuditLog(db)
-        result = await audit.verify()
+        audit = AuditLog(db, config.audit.hmac_key)
+        result = await audit.verify(checkpoints)
         await audit.append(
             [
                 AuditEntry(
                     actor=cli_actor(),
                     action="audit.verified",
-                    details={
-                        "ok": result.ok,
-                        "rows": result.rows,
-                        "first_broken_seq": result.first_broken_seq,
-                        "via": "cli",
-                    },
+                    details=verify_details(result, "cli", unreadable),
                 )
             ]
         )
-    if result.ok:
-        return True, f"audit log intact: {result.rows} rows, hash chain verified"
-    return False, f"audit log BROKEN at seq {result.first_broken_seq} (after {result.rows} rows)"
+    message = verify_summary(result)
+    if unreadable:
+        message += f"; {unreadable} line(s) of the checkpoint file are not checkpoints"
+    return result.ok, message
 
 
 async def export(config: Config, filters: AuditFilter, fmt: str, out: TextIO) -> int:
@@ -108,7 +112,7 @@ async def export(config: Config, filters: AuditFilter, fmt: str, out: TextIO) ->
     async with main_database(config) as db:
         if fmt == "csv":
             out.write(csv_header())
-        audit = AuditLog(db)
+        audit = AuditLog(db, config.audit.hmac_key)
         async for record in audit.export(filters):
             out.write(to_csv_row(record) if fmt == "csv" else to_jsonl(record))
             rows += 1

@@ -4,7 +4,7 @@ of export and verify itself audited (`audit.exported`, `audit.verified`)."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -13,7 +13,7 @@ from typing import Any
 from bot.db.audit import AuditEntry, AuditFilter, AuditLog, VerifyResult
 from bot.db.audit_format import csv_header, to_csv_row, to_jsonl
 from bot.matrix.effects import MatrixEffects
-from bot.policy.audit_chain import AuditRecord, format_ts
+from bot.policy.audit_chain import AuditRecord, Checkpoint, format_ts
 
 MIMETYPES = {"jsonl": "application/x-ndjson", "csv": "text/csv"}
 TAIL_DEFAULT = 20
@@ -60,10 +60,63 @@ class ExportResult:
     filename: str
 
 
+def verify_details(result: VerifyResult, via: str, unreadable_checkpoints: int) -> dict[str, Any]:
+    """What `audit.verified` records about a verify run."""
+    details: dict[str, Any] = {
+        "ok": result.ok,
+        "rows": result.rows,
+        "first_broken_seq": result.first_broken_seq,
+        "head_hash": result.head_hash,
+        "checkpoints": result.checkpoints,
+        "via": via,
+    }
+    if result.truncated_after_seq is not None:
+        details["truncated_after_seq"] = result.truncated_after_seq
+    if result.checkpoint_mismatch_seq is not None:
+        details["checkpoint_mismatch_seq"] = result.checkpoint_mismatch_seq
+    if unreadable_checkpoints:
+        details["unreadable_checkpoint_lines"] = unreadable_checkpoints
+    return details
+
+
+def verify_summary(result: VerifyResult) -> str:
+    """One line for people: intact, or where it broke and how."""
+    anchors = f"{result.checkpoints} checkpoint(s)"
+    if result.ok:
+        return (
+            f"audit log intact: {result.rows} rows, hash chain verified against {anchors} "
+            f"(head {result.head_hash[:16]}…)"
+        )
+    if result.truncated_after_seq is not None and result.first_broken_seq == (
+        result.truncated_after_seq + 1
+    ):
+        how = f"rows after seq {result.truncated_after_seq} were removed (a checkpoint names them)"
+    elif result.checkpoint_mismatch_seq is not None and (
+        result.first_broken_seq == result.checkpoint_mismatch_seq
+    ):
+        how = f"seq {result.checkpoint_mismatch_seq} differs from its published checkpoint"
+    else:
+        how = "the hash chain does not match"
+    return (
+        f"audit log BROKEN at seq {result.first_broken_seq}: {how} "
+        f"({result.rows} rows read, {anchors})"
+    )
+
+
+CheckpointSource = Callable[[], tuple[list[Checkpoint], int]]
+
+
 class AuditTools:
-    def __init__(self, audit: AuditLog, effects: MatrixEffects) -> None:
+    def __init__(
+        self,
+        audit: AuditLog,
+        effects: MatrixEffects,
+        checkpoints: CheckpointSource | None = None,
+    ) -> None:
+        """`checkpoints` gives every published head it can read and how many lines it could not."""
         self.audit = audit
         self.effects = effects
+        self.checkpoints = checkpoints
 
     async def tail_lines(self, n: int, room_id: str | None) -> list[str]:
         """The last `n` rows of one room (or of all rooms when `room_id` is None)."""
@@ -112,14 +165,9 @@ class AuditTools:
     async def verify(
         self, *, actor: str, room_id: str | None, event_id: str | None, via: str
     ) -> VerifyResult:
-        result = await self.audit.verify()
-        details: dict[str, Any] = {
-            "ok": result.ok,
-            "rows": result.rows,
-            "first_broken_seq": result.first_broken_seq,
-            "head_hash": result.head_hash,
-            "via": via,
-        }
+        known, unreadable = self.checkpoints() if self.checkpoints is not None else ([], 0)
+        result = await self.audit.verify(known)
+        details = verify_details(result, via, unreadable)
         await self.audit.append(
             [
                 AuditEntry(

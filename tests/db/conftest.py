@@ -10,6 +10,9 @@ from mautrix.util.async_db import Database
 from bot.db.audit import AuditLog
 from bot.db.database import Databases, open_databases
 
+TEST_HMAC_KEY = "test-audit-hmac-key-0123456789"
+"""The `audit.hmac_key` repository tests chain the audit log with."""
+
 
 @pytest.fixture
 async def dbs(db_url: str) -> AsyncIterator[Databases]:
@@ -25,4 +28,4 @@ def db(dbs: Databases) -> Database:
 
 @pytest.fixture
 def audit(db: Database) -> AuditLog:
-    return AuditLog(db)
+    return AuditLog(db, TEST_HMAC_KEY)

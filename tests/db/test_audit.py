@@ -14,7 +14,8 @@ from mautrix.util.async_db import Database
 from bot.db.audit import AuditEntry, AuditFilter, AuditLog
 from bot.db.database import transaction
 from bot.db.sync_state import SyncState
-from bot.policy.audit_chain import GENESIS_HASH, AuditRecord, first_broken
+from bot.policy.audit_chain import GENESIS_HASH, AuditRecord, derive_chain_key, first_broken
+from tests.db.conftest import TEST_HMAC_KEY
 
 ROOM_A = "!a:clinic.example"
 ROOM_B = "!b:clinic.example"
@@ -53,7 +54,7 @@ async def test_append_then_verify(audit: AuditLog) -> None:
     records = await audit.tail(10)
     assert result.head_hash == records[-1].hash
     assert records[0].prev_hash == GENESIS_HASH
-    assert first_broken(records) is None
+    assert first_broken(records, key=derive_chain_key(TEST_HMAC_KEY)) is None
     assert all(r.ts.tzinfo is not None for r in records)
     assert [r.ts for r in records] == sorted(r.ts for r in records)
 

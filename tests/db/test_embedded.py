@@ -14,9 +14,11 @@ async def test_embedded_postgres_keeps_data_across_restarts(tmp_path: Path) -> N
     pg = EmbeddedPostgres(tmp_path / "data")
     url = await pg.astart()
     try:
-        dbs = await open_databases(url)
+        dbs = await open_databases(url, owner_url=pg.owner_url)
         try:
-            await AuditLog(dbs.main).append([AuditEntry("system", "bot.started")])
+            await AuditLog(dbs.main, "embedded-test-hmac-key").append(
+                [AuditEntry("system", "bot.started")]
+            )
             superuser = await dbs.main.fetchval(
                 "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
             )

@@ -13,6 +13,7 @@ from mautrix.crypto.store.asyncpg import PgCryptoStore
 from bot.db.audit import AuditEntry, AuditLog
 from bot.db.database import Databases, open_databases
 from bot.db.upgrade import upgrade_table
+from tests.db.conftest import TEST_HMAC_KEY
 
 OUR_TABLES = {"audit_log", "sync_state", "pending_decryption", "rooms", "staff", "bot_identity"}
 
@@ -68,11 +69,14 @@ async def test_three_version_tables_side_by_side(db_url: str, dbs: Databases) ->
 
 
 async def test_rerunning_migrations_is_a_noop(db_url: str, dbs: Databases) -> None:
-    await AuditLog(dbs.main).append([AuditEntry("system", "bot.started")])
+    await AuditLog(dbs.main, TEST_HMAC_KEY).append([AuditEntry("system", "bot.started")])
     before = await schema_snapshot(db_url)
     again = await open_databases(db_url)
     try:
-        assert await AuditLog(again.main).verify() == await AuditLog(dbs.main).verify()
+        assert (
+            await AuditLog(again.main, TEST_HMAC_KEY).verify()
+            == await AuditLog(dbs.main, TEST_HMAC_KEY).verify()
+        )
     finally:
         await again.close()
     assert await schema_snapshot(db_url) == before

@@ -11,6 +11,7 @@ from bot.db.database import Databases, transaction
 from bot.db.pending_decryption import PendingDecryption
 from bot.db.sync_state import SyncState
 from bot.policy.audit_chain import message_hmac
+from tests.db.conftest import TEST_HMAC_KEY
 
 BODY = "Session notes: Zoë reports panic attacks since März, diagnosis F41.0"
 KEY = "test-hmac-key-not-secret"
@@ -18,7 +19,7 @@ KEY = "test-hmac-key-not-secret"
 
 async def test_message_body_is_not_stored_anywhere(db_url: str, dbs: Databases) -> None:
     digest = message_hmac(KEY, BODY)
-    audit = AuditLog(dbs.main)
+    audit = AuditLog(dbs.main, TEST_HMAC_KEY)
     async with transaction(dbs.main):
         await audit.append(
             [

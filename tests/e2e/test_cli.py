@@ -12,7 +12,7 @@ import pytest
 
 from bot.db.audit import AuditEntry, AuditLog
 from bot.db.database import open_databases
-from tests.e2e.bot_env import BotEnv
+from tests.e2e.bot_env import HMAC_KEY, BotEnv
 
 
 def chaperone(*args: str) -> subprocess.CompletedProcess[str]:
@@ -25,7 +25,7 @@ def chaperone(*args: str) -> subprocess.CompletedProcess[str]:
 async def thirty_rows(db_url: str) -> None:
     dbs = await open_databases(db_url)
     try:
-        await AuditLog(dbs.main).append(
+        await AuditLog(dbs.main, HMAC_KEY).append(
             [
                 AuditEntry(
                     actor=f"@u{i % 3}:localhost",

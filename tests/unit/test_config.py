@@ -42,8 +42,9 @@ SECRET_SAMPLES = {
     "encryption.pickle_key": "env-pickle-key-0j1k2l",
     "encryption.recovery_key": "EsTc 9YhT recoveryKeyValue 3m4n5o",
     "database.url": "postgresql://chaperone:dbPassw0rd6p7q@db.internal:5432/chaperone",
+    "database.owner_url": "postgresql://owner:ownerPassw0rd@db.internal:5432/chaperone",
     "audit.hmac_key": "env-hmac-key-8r9s0t1u2v3w",
-    "http.api_token": "env-api-token-4x5y6z",
+    "http.api_token": "env-api-token-4x5y6z-0123456789abcdef",
 }
 
 
@@ -154,7 +155,7 @@ def test_example_file_documents_every_key() -> None:
             "dry_run",
         },
         "encryption": {"pickle_key", "recovery_key", "recovery_key_file"},
-        "database": {"url"},
+        "database": {"url", "owner_url"},
         "roles": {"admins", "staff", "staff_power_level", "allowed_servers"},
         "defaults": {"consent", "enforcement", "retention", "legal_hold", "require_encryption"},
         "consent": {
@@ -167,7 +168,7 @@ def test_example_file_documents_every_key() -> None:
             "after_hours_notice",
         },
         "retention": {"minimum", "method", "archive_public_key", "sweep_interval"},
-        "audit": {"hmac_key", "retention_years"},
+        "audit": {"hmac_key", "retention_years", "checkpoint_interval", "checkpoint_file"},
         "http": {"listen", "api_token"},
         "logging": {"level"},
     }
@@ -196,7 +197,11 @@ def test_example_terms_are_a_real_consent_form() -> None:
 
 
 def test_example_file_loads_once_secrets_come_from_the_environment() -> None:
-    env = {env_var(key): SECRET_SAMPLES[key] for key in SECRET_KEYS if key != "database.url"}
+    env = {
+        env_var(key): SECRET_SAMPLES[key]
+        for key in SECRET_KEYS
+        if key not in ("database.url", "database.owner_url")
+    }
     env.pop(env_var("homeserver.admin_token"))
     config = load_config(EXAMPLE, env=env)
     assert config.audit.hmac_key == SECRET_SAMPLES["audit.hmac_key"]
@@ -407,8 +412,8 @@ def test_empty_required_secret_is_refused(key: str) -> None:
 def test_environment_overrides_the_file(key: str, tmp_path: Path) -> None:
     section, name = key.split(".")
     data = config_with(**{f"{section}__{name}": "file-value-that-loses-0123"})
-    if key == "database.url":
-        data["database"]["url"] = "postgresql://file@localhost/file"
+    if key.startswith("database."):
+        data["database"][name] = "postgresql://file@localhost/file"
     config = parse_config(data, {env_var(key): SECRET_SAMPLES[key]}, tmp_path)
     assert getattr(getattr(config, section), name) == SECRET_SAMPLES[key]
 
