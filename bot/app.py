@@ -33,6 +33,7 @@ from bot.db.database import Databases, EmbeddedPostgres, history_risk, open_data
 from bot.db.identity import IdentityStore
 from bot.db.leader import LeaderLock
 from bot.db.message_counts import MessageCounts
+from bot.db.outbox import OutboxRepo
 from bot.db.pending_decryption import PendingDecryption
 from bot.db.posture import PostureRepo
 from bot.db.retention_rooms import RetentionRooms
@@ -57,6 +58,7 @@ from bot.service.consent_grants import ConsentGrants
 from bot.service.consent_renewal import ConsentRenewal
 from bot.service.decryption import DecryptionRetrier
 from bot.service.observers import Observer
+from bot.service.outbox import EffectQueue, EffectsOutbox
 from bot.service.pipeline import EventPipeline
 from bot.service.policy import PolicyService, defaults_from
 from bot.service.posture import PostureService
@@ -77,6 +79,7 @@ class Chaperone:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.started_at = time.monotonic()
+        self.clock = Clock()  # the one clock every part is given
         self.embedded: EmbeddedPostgres | None = None
         self.dbs: Databases | None = None
         self.leader: LeaderLock | None = None
@@ -125,6 +128,7 @@ class Chaperone:
         await self._until_up("the homeserver", lambda: self.gateway.client.versions(no_cache=True))
         await self.gateway.connect()
         self.effects = MatrixEffects(self.gateway, dry_run=self.config.bot.dry_run)
+        await self._exempt_from_rate_limits()
         self.alerts = Alerts(self.config, self.effects)
         self.access = AccessService(self.config, self.staff, self.gateway)
         self.policy = PolicyService(
@@ -134,7 +138,14 @@ class Chaperone:
             self.config, self.registry, self.gateway, self.effects, self.access, services=self
         )
         self.observers: list[Observer] = []
-        self.withheld_notices = WithheldNotices(self.effects)
+        self.withheld_notices = WithheldNotices()
+        # Effects exactly once (SPEC 11): queued with the batch, carried out after the commit.
+        outbox_repo = OutboxRepo(main)
+        self.effect_queue = EffectQueue(outbox_repo, self.audit, self.clock)
+        self.outbox = EffectsOutbox(
+            outbox_repo, self.effects, self.audit, self.clock, self.alerts.send
+        )
+        self.effect_queue.wake = self.outbox.wake
         self.pipeline = EventPipeline(
             self.config,
             self.gateway,
@@ -147,11 +158,12 @@ class Chaperone:
             self.observers,
             metrics=self.metrics,
             withheld_notices=self.withheld_notices,
+            outbox=outbox_repo,
+            clock=self.clock,
         )
+        self.pipeline.effects_committed = self.outbox.wake
         self.sync_loop = SyncLoop(self.gateway, self.pipeline, self.sync_state, self.started_at)
-        self.retrier = DecryptionRetrier(
-            self.gateway, self.withheld_notices, self.pipeline, self.pending
-        )
+        self.retrier = DecryptionRetrier(self.gateway, self.pipeline, self.pending)
         # Admin surface: alerts from committed rows, posture, staff, audit tools, HTTP.
         self.admin_alerts = AdminAlerts(self.alerts, self.metrics)
         self.pipeline.committed_listeners.append(self.admin_alerts.on_committed)
@@ -178,15 +190,14 @@ class Chaperone:
             self.gateway,
             self.effects,
             self.policy,
-            Clock(),
+            self.clock,
+            self.effect_queue,
         )
         self.consent_grants = ConsentGrants(
             self.config, self.consent.repo, self.audit, self.access, self.consent.clock
         )
         self.observers.append(
-            ConsentObserver(
-                self.consent, self.policy, self.access, self.effects, self.alerts, self.metrics
-            )
+            ConsentObserver(self.consent, self.policy, self.access, self.effects, self.metrics)
         )
         self.consent_renewal = ConsentRenewal(self.consent)
         self.policy.listeners.append(self.consent.on_policy_changed)
@@ -219,7 +230,7 @@ class Chaperone:
                 MessageArchive(main),
                 tracked,
                 self.audit,
-                Clock(),
+                self.clock,
             )
         self.retention = RetentionService(
             self.config,
@@ -253,6 +264,7 @@ class Chaperone:
         self.active = True
         self.tasks = [
             asyncio.create_task(self.sync_loop.run(), name="sync"),
+            asyncio.create_task(self.outbox.run(), name="outbox"),
             asyncio.create_task(self.retrier.run(), name="decryption-retry"),
         ]
         self.tasks.append(
@@ -268,6 +280,22 @@ class Chaperone:
             )
         )
         self.web.attach(BotParts(main, self.audit, self.audit_tools, self.sync_loop))
+
+    async def _exempt_from_rate_limits(self) -> None:
+        """With an admin token the bot lifts its own rate limits (SPEC 11); without one,
+        `status` says when effects are paced by 429s."""
+        if not self.config.homeserver.admin_token:
+            return
+        try:
+            await self.effects.exempt_from_rate_limits()
+        except Exception as e:
+            log.warning(
+                "Could not exempt the bot from the homeserver's rate limits (%s); its"
+                " redactions and notices will be paced by 429s",
+                type(e).__name__,
+            )
+        else:
+            log.info("Exempted the bot's account from the homeserver's rate limits")
 
     async def _until_up(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
         """Retry with backoff while `what` is unreachable at start (SPEC 11); /ready says why."""
@@ -319,6 +347,8 @@ class Chaperone:
                 await task
         self.tasks = []
         if self.active:
+            await self.outbox.stop()  # what is left waits in Postgres for the next start
+        if self.active:
             self.active = False
             with contextlib.suppress(Exception):
                 await self.audit.append(
@@ -362,4 +392,5 @@ class Chaperone:
             f"HTTP on {self.config.http.host}:{self.web.port}",
             self.retention.status_line(),
             await self.consent_renewal.status_line(),
+            await self.outbox.status_line(),
         ]

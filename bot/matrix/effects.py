@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from mautrix.api import Method, Path
 from mautrix.crypto.attachments import encrypt_attachment
 from mautrix.types import (
     EventID,
@@ -50,8 +51,16 @@ class MatrixEffects:
         if not await self.gateway.state_store.has_full_member_list(RoomID(room_id)):
             await self.gateway.load_state(room_id)
 
-    async def notice(self, room_id: str, text: str, *, mentions: Sequence[str] = ()) -> str:
-        """Send a notice (encrypted when the room is); `mentions` become pills and m.mentions."""
+    async def notice(
+        self,
+        room_id: str,
+        text: str,
+        *,
+        mentions: Sequence[str] = (),
+        txn_id: str | None = None,
+    ) -> str:
+        """Send a notice (encrypted when the room is); `mentions` become pills and m.mentions.
+        The same `txn_id` sent again returns the first event instead of a second one."""
         await self._ensure_members(room_id)
         content = TextMessageEventContent(msgtype=MessageType.NOTICE, body=text)
         if mentions:
@@ -62,16 +71,33 @@ class MatrixEffects:
             content.format = Format.HTML
             content.formatted_body = body_html
             content["m.mentions"] = {"user_ids": list(mentions)}
+        if txn_id is not None:
+            return str(
+                await self.client.send_message_event(
+                    RoomID(room_id), EventType.ROOM_MESSAGE, content, txn_id=txn_id
+                )
+            )
         return str(
             await retry_rate_limited(lambda: self.client.send_message(RoomID(room_id), content))
         )
 
-    async def redact(self, room_id: str, event_id: str, reason: str) -> EffectResult:
+    async def redact(
+        self, room_id: str, event_id: str, reason: str, *, txn_id: str | None = None
+    ) -> EffectResult:
+        """Redact `event_id`; the same `txn_id` sent again returns the first redaction."""
         if self.dry_run:
             log.info("dry-run: would redact %s in %s", event_id, room_id)
             return EffectResult(False)
-        redaction = await self.client.redact(RoomID(room_id), EventID(event_id), reason=reason)
-        return EffectResult(True, str(redaction))
+        if txn_id is None:
+            redaction = await self.client.redact(RoomID(room_id), EventID(event_id), reason=reason)
+            return EffectResult(True, str(redaction))
+        # mautrix's redact() always makes up its own transaction ID.
+        response = await self.client.api.request(
+            Method.PUT,
+            Path.v3.rooms[RoomID(room_id)].redact[EventID(event_id)][txn_id],
+            content={"reason": reason},
+        )
+        return EffectResult(True, str(response["event_id"]))
 
     async def set_state(
         self, room_id: str, event_type: str, content: dict[str, Any], state_key: str = ""
@@ -102,6 +128,11 @@ class MatrixEffects:
             return EffectResult(False)
         purge_id = await SynapseAdmin(self.gateway).start_purge(room_id, up_to_event_id)
         return EffectResult(True, purge_id)
+
+    async def exempt_from_rate_limits(self) -> None:
+        """Lift Synapse's rate limits for the bot's own account (needs homeserver.admin_token),
+        so redactions of violations are never paced by 429s."""
+        await SynapseAdmin(self.gateway).exempt_from_rate_limits(str(self.gateway.user_id))
 
     async def upload_file(self, room_id: str, data: bytes, filename: str, mimetype: str) -> str:
         """Upload and post a file; encrypted (EncryptedFile) when the room is encrypted."""

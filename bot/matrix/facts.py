@@ -25,6 +25,8 @@ def trust_name(state: TrustState | None) -> str:
 
 @dataclass(frozen=True)
 class MessageFact:
+    """A message-like event (SPEC 3.3): the consent rules judge who sent it and when."""
+
     room_id: str
     event_id: str
     sender: str
@@ -33,6 +35,9 @@ class MessageFact:
     body: str = field(repr=False)  # never logged: repr hides it
     encrypted: bool
     trust: str
+    event_type: str = "m.room.message"
+    readable: bool = True
+    """False for an encrypted event the bot could not decrypt (its body is unknown)."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,43 @@ class InviteFact:
 
 Fact = MessageFact | MembershipFact | PowerLevelsFact | RedactionFact
 
+# What people send to each other (SPEC 3.3): messages of any msgtype (files and images
+# included), stickers, poll starts (stable and unstable names).
+MESSAGE_LIKE_TYPES = frozenset(
+    {"m.room.message", "m.sticker", "m.poll.start", "org.matrix.msc3381.poll.start"}
+)
+# Extensible events (polls) carry their text here instead of `body`.
+EXTENSIBLE_TEXT = "org.matrix.msc1767.text"
+MSGTYPE_KEPT = 100  # a msgtype is a short name; anything longer is cut before it is audited
+
+
+def _first_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        for item in value:
+            if isinstance(item, dict) and isinstance(item.get("body"), str):
+                return str(item["body"])
+    return ""
+
+
+def undecryptable_message(raw: dict[str, Any]) -> MessageFact:
+    """An encrypted event the bot cannot read, as a message: the rules still judge its sender
+    and time."""
+    ts = raw.get("origin_server_ts")
+    return MessageFact(
+        room_id=str(raw.get("room_id", "")),
+        event_id=str(raw.get("event_id", "")),
+        sender=str(raw.get("sender", "")),
+        ts=ts if isinstance(ts, int) and not isinstance(ts, bool) else 0,
+        msgtype="",
+        body="",
+        encrypted=True,
+        trust="unknown",
+        event_type="m.room.encrypted",
+        readable=False,
+    )
+
 
 def power_level_changes(content: dict[str, Any], prev: dict[str, Any]) -> dict[str, Any]:
     """What changed between two `m.room.power_levels` contents: users and top-level levels."""
@@ -100,18 +142,25 @@ def facts_from_event(
         raw.get("event_id", ""),
         raw.get("sender", ""),
     )
-    content = raw.get("content") or {}
-    if etype == "m.room.message":
+    content = raw.get("content")
+    if not isinstance(content, dict):
+        content = {}
+    if etype in MESSAGE_LIKE_TYPES and "state_key" not in raw:
         body = content.get("body")
+        if not isinstance(body, str):
+            body = _first_text(content.get(EXTENSIBLE_TEXT))
+        msgtype = content.get("msgtype") if etype == "m.room.message" else etype
+        ts = raw.get("origin_server_ts")
         return MessageFact(
             room_id=room_id,
             event_id=event_id,
             sender=sender,
-            ts=int(raw.get("origin_server_ts", 0)),
-            msgtype=str(content.get("msgtype", "")),
-            body=body if isinstance(body, str) else "",
+            ts=ts if isinstance(ts, int) and not isinstance(ts, bool) else 0,
+            msgtype=msgtype[:MSGTYPE_KEPT] if isinstance(msgtype, str) else "",
+            body=body,
             encrypted=encrypted,
             trust=trust,
+            event_type=str(etype),
         )
     if etype == "m.room.member" and "state_key" in raw:
         prev = (raw.get("unsigned") or {}).get("prev_content") or {}

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 from mautrix.api import Method, SynapseAdminPath
-from mautrix.types import RoomID
+from mautrix.types import RoomID, UserID
 
 from bot.matrix.gateway import MatrixGateway
 from bot.matrix.ratelimit import PacedHTTPAPI
@@ -18,7 +18,7 @@ class SynapseAdmin:
     def __init__(self, gateway: MatrixGateway) -> None:
         token = gateway.config.homeserver.admin_token
         if not token:
-            raise RuntimeError("homeserver.admin_token is not set; purge needs it")
+            raise RuntimeError("homeserver.admin_token is not set; the admin API needs it")
         # Shares the bot's HTTP session; only the bearer token differs.
         self.api = PacedHTTPAPI(
             base_url=gateway.config.homeserver.url,
@@ -46,3 +46,13 @@ class SynapseAdmin:
         )
         data = cast(dict[str, Any], raw)
         return str(data.get("status", "")), data.get("error")
+
+    async def exempt_from_rate_limits(self, user_id: str) -> None:
+        """Lift Synapse's message rate limits for `user_id` (the bot's own account), so its
+        redactions and notices are never paced (0 = unlimited)."""
+        await self.api.request(
+            Method.POST,
+            SynapseAdminPath.v1.users[UserID(user_id)].override_ratelimit,
+            content={"messages_per_second": 0, "burst_count": 0},
+            metrics_method="overrideRatelimit",
+        )

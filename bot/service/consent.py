@@ -15,7 +15,6 @@ from bot.config import Config
 from bot.db.audit import AuditEntry, AuditLog
 from bot.db.consent import ConsentRepo
 from bot.db.consent_notices import ConsentNotices
-from bot.db.database import transaction
 from bot.db.message_counts import MessageCounts
 from bot.matrix.effects import MatrixEffects
 from bot.matrix.gateway import MatrixGateway
@@ -30,6 +29,7 @@ from bot.policy.roles import Role
 from bot.policy.room_policy import RoomPolicy
 from bot.service.access import AccessService
 from bot.service.observers import BatchOutcome, Write
+from bot.service.outbox import EFFECT_EVENT_ID, EffectQueue, queued_notice
 from bot.service.policy import PolicyService
 
 log = logging.getLogger("chaperone.consent")
@@ -57,6 +57,7 @@ class ConsentService:
         effects: MatrixEffects,
         policy: PolicyService,
         clock: Clock,
+        queue: EffectQueue,
     ) -> None:
         self.config = config
         self.settings = config.consent
@@ -69,6 +70,7 @@ class ConsentService:
         self.effects = effects
         self.policy = policy
         self.clock = clock
+        self.queue = queue
         self.bot_user_id = config.bot.user_id
         self.prefix = config.bot.command_prefix
         self.terms_hash = terms_sha256(self.settings.terms)
@@ -241,26 +243,18 @@ class ConsentService:
             asking.append(patient)
         if not asking:
             return []
-        notice_id = await self.tell(room_id, self.terms_text(asking, reason, record), asking)
-        if notice_id is None:
-            return []
-        entries = [self.terms_entry(room_id, p, reason, notice_id) for p in asking]
+        # Recorded once the terms are out, naming the notice that carried them.
+        entries = [self.terms_entry(room_id, p, reason, EFFECT_EVENT_ID) for p in asking]
+        notice = queued_notice(
+            room_id,
+            self.terms_text(asking, reason, record),
+            cause=f"terms:{reason}:{now.isoformat()}:{','.join(asking)}",
+            mentions=asking,
+            on_done=entries,
+        )
         writes = [self.noted(room_id, p, "terms", now) for p in asking]
-        await self._persist(outcome, entries, writes)
+        await self.queue.persist(outcome, writes=writes, effects=[notice])
         return asking
-
-    async def _persist(
-        self, outcome: BatchOutcome | None, entries: list[AuditEntry], writes: list[Write]
-    ) -> None:
-        """With the batch when there is one, else at once in one transaction."""
-        if outcome is not None:
-            outcome.entries += entries
-            outcome.writes += writes
-            return
-        async with transaction(self.audit.db):
-            await self.audit.append(entries)
-            for write in writes:
-                await write()
 
     async def on_policy_changed(
         self, room_id: str, field: str, old: RoomPolicy, new: RoomPolicy

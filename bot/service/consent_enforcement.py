@@ -4,7 +4,6 @@ SPEC 3.3 enforced by the room's mode, and the after-hours notice of SPEC 3.4."""
 from __future__ import annotations
 
 import logging
-import secrets
 from datetime import UTC, datetime
 
 from bot.db.audit import AuditEntry
@@ -12,7 +11,6 @@ from bot.matrix.effects import MatrixEffects
 from bot.matrix.facts import MembershipFact, MessageFact
 from bot.metrics import Metrics
 from bot.policy.consent import (
-    NOTICE_INTERVAL,
     OUTSIDE_HOURS,
     OVER_MAX_PER_DAY,
     PATIENT_WITHOUT_CONSENT,
@@ -28,9 +26,9 @@ from bot.policy.consent import (
 from bot.policy.roles import Role
 from bot.policy.room_policy import RoomPolicy
 from bot.service.access import AccessService
-from bot.service.alerts import Alerts
 from bot.service.consent import ConsentService
 from bot.service.observers import BatchOutcome, Observer
+from bot.service.outbox import EFFECT_EVENT_ID, queued_notice, queued_redaction
 from bot.service.policy import PolicyService
 
 log = logging.getLogger("chaperone.consent")
@@ -51,18 +49,15 @@ class ConsentObserver(Observer):
         policy: PolicyService,
         access: AccessService,
         effects: MatrixEffects,
-        alerts: Alerts,
         metrics: Metrics,
     ) -> None:
         self.consent = consent
         self.policy = policy
         self.access = access
         self.effects = effects
-        self.alerts = alerts
         self.metrics = metrics
         self.bot_user_id = consent.bot_user_id
         self.prefix = consent.prefix
-        self._alerted: dict[str, datetime] = {}  # room -> last redaction-failure alert
 
     # -- arrivals ----------------------------------------------------------------------------
 
@@ -108,21 +103,23 @@ class ConsentObserver(Observer):
         last = await self.consent.last_notice(fact.room_id, fact.sender, "after_hours")
         if not after_hours_notice_due(hours, tz, at, last):
             return
-        notice_id = await self.consent.tell(
-            fact.room_id, f"{fact.sender}: {s.after_hours_notice}", [fact.sender]
+        notice = queued_notice(
+            fact.room_id,
+            f"{fact.sender}: {s.after_hours_notice}",
+            cause=f"after_hours:{fact.event_id}",
+            mentions=[fact.sender],
+            on_done=[
+                AuditEntry(
+                    actor=self.bot_user_id,
+                    action="notice.after_hours",
+                    room_id=fact.room_id,
+                    event_id=fact.event_id,
+                    subject=fact.sender,
+                    details={"hours": str(hours), "timezone": tz.key},
+                )
+            ],
         )
-        if notice_id is None:
-            return
-        outcome.entries.append(
-            AuditEntry(
-                actor=self.bot_user_id,
-                action="notice.after_hours",
-                room_id=fact.room_id,
-                event_id=fact.event_id,
-                subject=fact.sender,
-                details={"hours": str(hours), "timezone": tz.key},
-            )
-        )
+        outcome.effects.append(notice)
         outcome.writes.append(self.consent.noted(fact.room_id, fact.sender, "after_hours", at))
 
     async def _staff_message(
@@ -175,40 +172,34 @@ class ConsentObserver(Observer):
             "enforcement": policy.enforcement,
         }
         self.metrics.violations.labels(kind=kind).inc()
-        redacted = False
+        # The redaction waits in the outbox and is tried until it is done (a 429 never drops
+        # it); a final refusal reaches the operator from there.
+        redacted = mode.redact and not self.effects.dry_run
         if mode.redact:
-            reason = REDACTION_REASONS.get(kind, STAFF_WITHOUT_CONSENT_REASON)
-            try:
-                result = await self.effects.redact(fact.room_id, fact.event_id, reason)
-            except Exception as e:  # e.g. the bot lacks the power to redact: told below
-                ref = secrets.token_hex(4).upper()
-                log.warning(
-                    "Could not redact %s in %s: %s (ref %s)",
-                    fact.event_id,
-                    fact.room_id,
-                    type(e).__name__,
-                    ref,
-                )
-                details["redaction_failed"] = f"{type(e).__name__} (ref {ref})"
-            else:
-                redacted = result.done
-                details["redacted"] = result.done
-                if result.done:
-                    self.metrics.redactions.labels(cause="consent").inc()
-                    # Keyed by the redaction event: when it syncs back, the pipeline's own
-                    # message.redacted row for it is recognised as this one.
-                    outcome.entries.append(
-                        AuditEntry(
-                            actor=self.bot_user_id,
-                            action="message.redacted",
-                            room_id=fact.room_id,
-                            event_id=result.event_id,
-                            subject=fact.sender,
-                            details={"redacts": fact.event_id, "cause": "policy.violation"},
-                        )
+            details["redacted"] = redacted
+            if redacted:
+                self.metrics.redactions.labels(cause="consent").inc()
+                outcome.effects.append(
+                    queued_redaction(
+                        fact.room_id,
+                        fact.event_id,
+                        REDACTION_REASONS.get(kind, STAFF_WITHOUT_CONSENT_REASON),
+                        # Keyed by the redaction event: when it syncs back, the pipeline
+                        # recognises its own message.redacted row for it as this one.
+                        on_done=[
+                            AuditEntry(
+                                actor=self.bot_user_id,
+                                action="message.redacted",
+                                room_id=fact.room_id,
+                                event_id=EFFECT_EVENT_ID,
+                                subject=fact.sender,
+                                details={"redacts": fact.event_id, "cause": "policy.violation"},
+                            )
+                        ],
                     )
-                else:
-                    details["dry_run"] = True
+                )
+            else:
+                details["dry_run"] = True
         outcome.entries.append(
             AuditEntry(
                 actor=fact.sender,
@@ -222,16 +213,17 @@ class ConsentObserver(Observer):
         if mode.notice:
             last = await self.consent.last_notice(fact.room_id, fact.sender, "violation")
             if notice_due(last, at):
-                text = self._notice_text(fact, violations, redacted)
-                if await self.consent.tell(fact.room_id, text, [fact.sender]) is not None:
-                    outcome.writes.append(
-                        self.consent.noted(fact.room_id, fact.sender, "violation", at)
+                outcome.effects.append(
+                    queued_notice(
+                        fact.room_id,
+                        self._notice_text(fact, violations, redacted),
+                        cause=f"violation:{fact.event_id}",
+                        mentions=[fact.sender],
                     )
-        # The violation itself reaches the management room from its committed audit row
-        # (AdminAlerts); a redaction that failed needs the operator as well.
-        failure = details.get("redaction_failed")
-        if failure is not None:
-            await self._alert_redaction_failed(fact.room_id, str(failure), at)
+                )
+                outcome.writes.append(
+                    self.consent.noted(fact.room_id, fact.sender, "violation", at)
+                )
         return redacted
 
     def _notice_text(self, fact: MessageFact, violations: list[Violation], redacted: bool) -> str:
@@ -257,13 +249,3 @@ class ConsentObserver(Observer):
             else f" (`{self.prefix} consent list` shows what each patient agreed to)"
         )
         return f"{fact.sender}: {head}: " + "; ".join(reasons) + "." + tail
-
-    async def _alert_redaction_failed(self, room_id: str, failure: str, at: datetime) -> None:
-        last = self._alerted.get(room_id)
-        if last is not None and at - last < NOTICE_INTERVAL:
-            return
-        self._alerted[room_id] = at
-        await self.alerts.send(
-            f"Could not redact a message that violates the consent policy in {room_id}: "
-            f"{failure}. Give the bot the power to redact there (moderator, level 50)."
-        )

@@ -10,12 +10,12 @@ from typing import Any
 from mautrix.errors import DecryptionError, SessionNotFound
 
 from bot.db.database import transaction
-from bot.db.pending_decryption import PendingDecryption
+from bot.db.pending_decryption import PendingDecryption, PendingEvent
 from bot.matrix.gateway import MatrixGateway
 from bot.service.background import Backoff, Outage, run_forever
+from bot.service.failures import is_transient
 from bot.service.observers import BatchOutcome
 from bot.service.pipeline import EventPipeline
-from bot.service.withheld import WithheldNotices
 
 log = logging.getLogger("chaperone.decryption")
 
@@ -24,7 +24,6 @@ class DecryptionRetrier:
     def __init__(
         self,
         gateway: MatrixGateway,
-        withheld_notices: WithheldNotices,
         pipeline: EventPipeline,
         pending: PendingDecryption,
         *,
@@ -34,7 +33,6 @@ class DecryptionRetrier:
         backoff: Backoff | None = None,
     ) -> None:
         self.gateway = gateway
-        self.withheld_notices = withheld_notices
         self.pipeline = pipeline
         self.pending = pending
         self.request_after = request_after
@@ -51,22 +49,31 @@ class DecryptionRetrier:
     async def retry_once(self) -> None:
         now = datetime.now(UTC)
         for row in await self.pending.all():
-            raw = row.event
-            age = (now - row.first_seen).total_seconds()
-            code = self.gateway.withheld.get(row.session_id)
-            if code:
-                await self._fail(raw, f"withheld: {code}")
-                await self.withheld_notices.tell(raw, code)
-                continue
-            if await self.gateway.session_known(row.room_id, row.session_id):
-                await self._process(raw)
-                continue
-            if age >= self.give_up_after:
-                await self._fail(raw, "key never arrived")
-            elif age >= self.request_after and row.attempts == 0:
-                log.info("Requesting the missing key for %s", row.event_id)
-                await self.gateway.request_key(raw)
-                await self.pending.reschedule(row.event_id, now, 1)
+            try:
+                await self._retry(row, now)
+            except Exception as e:
+                if is_transient(e):
+                    raise
+                # One event's trouble costs that event only, never the others waiting.
+                failed = BatchOutcome(entries=[self.pipeline.event_failed(row.event, e)])
+                await self._commit(row.event_id, failed)
+
+    async def _retry(self, row: PendingEvent, now: datetime) -> None:
+        raw = row.event
+        if await self.gateway.session_known(row.room_id, row.session_id):
+            await self._process(raw)
+            return
+        code = self.gateway.withheld_code(raw)
+        if code is not None:
+            await self._fail(raw, f"withheld: {code}", withheld_code=code)
+            return
+        age = (now - row.first_seen).total_seconds()
+        if age >= self.give_up_after:
+            await self._fail(raw, "key never arrived")
+        elif age >= self.request_after and row.attempts == 0:
+            log.info("Requesting the missing key for %s", row.event_id)
+            await self.gateway.request_key(raw)
+            await self.pending.reschedule(row.event_id, now, 1)
 
     async def _process(self, raw: dict[str, Any]) -> None:
         outcome = BatchOutcome()
@@ -80,18 +87,19 @@ class DecryptionRetrier:
         )
         await self._commit(raw["event_id"], outcome)
 
-    async def _fail(self, raw: dict[str, Any], reason: str) -> None:
+    async def _fail(
+        self, raw: dict[str, Any], reason: str, *, withheld_code: str | None = None
+    ) -> None:
         self.failures += 1
         log.warning(
             "Giving up decrypting %s in %s: %s", raw.get("event_id"), raw.get("room_id"), reason
         )
-        outcome = BatchOutcome(entries=[self.pipeline.decryption_failed(raw, reason)])
+        outcome = BatchOutcome()
+        await self.pipeline.undecryptable(raw, reason, outcome, withheld_code=withheld_code)
         await self._commit(raw["event_id"], outcome)
 
     async def _commit(self, event_id: str, outcome: BatchOutcome) -> None:
         async with transaction(self.pipeline.audit.db):
-            await self.pipeline.audit.append(outcome.entries)
-            for write in outcome.writes:  # observers' writes commit with the audit rows
-                await write()
+            await self.pipeline.store(outcome)
             await self.pending.remove(event_id)
-        await self.pipeline.notify_committed(outcome.entries)  # alerts (give-ups), metrics
+        await self.pipeline.after_commit(outcome.entries)  # outbox, alerts, metrics

@@ -2,7 +2,8 @@
 
 An observer appends audit entries to the batch outcome and may queue writes that must commit
 in the same transaction as the batch's audit rows and sync position (for example event
-metadata). Effects (notices, redactions) happen inside the hooks, before the commit.
+metadata). Effects (notices, redactions) are queued too, as outbox rows carried out after the
+commit (bot.service.outbox), so a retried or replayed batch never repeats one.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.db.audit import AuditEntry
+from bot.db.outbox import QueuedEffect
 from bot.matrix.facts import MembershipFact, MessageFact
 
 Write = Callable[[], Awaitable[None]]
@@ -19,11 +21,13 @@ Write = Callable[[], Awaitable[None]]
 
 @dataclass
 class BatchOutcome:
-    """What one batch produced: audit rows, transactional writes, events waiting for keys."""
+    """What one batch produced: audit rows, transactional writes, events waiting for keys,
+    effects to carry out once it committed."""
 
     entries: list[AuditEntry] = field(default_factory=list)
     writes: list[Write] = field(default_factory=list)
     pending: list[dict[str, Any]] = field(default_factory=list)
+    effects: list[QueuedEffect] = field(default_factory=list)
     notes: dict[str, Any] = field(default_factory=dict)
     """Per-batch scratch space for observers (key: the observer's name), e.g. what a batch
     changed that is not committed yet; gone with the batch, so a retried batch starts clean."""

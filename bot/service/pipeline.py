@@ -6,16 +6,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable, Iterator
 from functools import partial
 from typing import Any
 
 from mautrix.errors import DecryptionError, SessionNotFound
 
+from bot.clock import Clock
 from bot.config import Config
 from bot.db.audit import AuditEntry, AuditLog
 from bot.db.database import transaction
+from bot.db.outbox import OutboxRepo
 from bot.db.pending_decryption import PendingDecryption
 from bot.db.rooms import RoomsRepo
 from bot.db.sync_state import SyncState
@@ -25,17 +26,22 @@ from bot.matrix.facts import (
     PowerLevelsFact,
     RedactionFact,
     facts_from_event,
+    undecryptable_message,
 )
 from bot.matrix.gateway import MatrixGateway, SyncBatch
 from bot.metrics import Metrics
 from bot.policy.audit_chain import message_hmac
 from bot.policy.membership import membership_action
+from bot.policy.storable import storable_json
 from bot.service.access import AccessService
 from bot.service.commands import CommandService
+from bot.service.failures import is_transient
 from bot.service.observers import BatchOutcome, Observer
 from bot.service.withheld import WithheldNotices
 
 log = logging.getLogger("chaperone.pipeline")
+
+Step = Callable[[BatchOutcome], Awaitable[None]]
 
 
 class EventPipeline:
@@ -52,6 +58,9 @@ class EventPipeline:
         observers: list[Observer] | None = None,
         metrics: Metrics | None = None,
         withheld_notices: WithheldNotices | None = None,
+        *,
+        outbox: OutboxRepo,
+        clock: Clock,
     ) -> None:
         self.config = config
         self.gateway = gateway
@@ -65,6 +74,10 @@ class EventPipeline:
         self.observers = observers if observers is not None else []
         self.metrics = metrics
         self.withheld_notices = withheld_notices
+        self.outbox = outbox
+        self.clock = clock
+        # Called after each commit that may have queued effects (wakes the outbox worker).
+        self.effects_committed: Callable[[], None] | None = None
         # Told the audit rows of each committed batch (alerts, metrics); see notify_committed.
         self.committed_listeners: list[Callable[[list[AuditEntry]], Awaitable[None]]] = []
         self.bot_user_id = config.bot.user_id
@@ -72,100 +85,152 @@ class EventPipeline:
 
     # -- one batch --------------------------------------------------------------------------
 
-    async def process_batch(self, batch: SyncBatch, *, isolate: bool = False) -> BatchOutcome:
-        """Handle every event of the batch.
+    async def handle_batch(self, batch: SyncBatch) -> None:
+        """Handle and commit a sync batch, its new position included; one event's trouble costs
+        that event only.
 
-        A failure fails the whole batch, which the sync loop retries (Postgres or the
-        homeserver may be down). With `isolate`, used once a batch keeps failing, an event that
-        still raises is recorded as `event.failed` instead, so one bad event cannot stop the
-        bot for every room.
+        An event whose handling raises anything but a transient error (Postgres or the
+        homeserver unreachable) is recorded as `event.failed` at once. When the batch's rows
+        cannot be stored (Postgres refused something one event holds), the batch is handled
+        again event by event, each in a savepoint of one transaction, so only the event whose
+        rows are refused becomes `event.failed`. Effects wait in the outbox until the commit,
+        so handling a batch twice never repeats one. A transient error fails the batch, which
+        the sync loop retries.
         """
         outcome = BatchOutcome()
-        for room_id, invite in batch.invites.items():
-            await self._guarded(
-                isolate,
-                {**invite, "room_id": room_id},
-                outcome,
-                partial(self._invite_into, room_id, invite, outcome),
+        for raw, handle in self._steps(batch):
+            await self._isolated(raw, outcome, handle)
+        try:
+            await self.commit(outcome, batch.next_batch)
+        except Exception as e:
+            if is_transient(e):
+                raise
+            ref = error_reference()
+            log.warning(
+                "A batch could not be stored (%s, ref %s); storing it event by event",
+                type(e).__name__,
+                ref,
             )
+            await self.handle_batch_event_by_event(batch)
+
+    async def handle_batch_event_by_event(self, batch: SyncBatch) -> None:
+        """Each event handled and stored in a savepoint of the batch's one transaction."""
+        committed: list[AuditEntry] = []
+        notes: dict[str, Any] = {}
+        async with transaction(self.audit.db):
+            for raw, handle in self._steps(batch):
+                outcome = BatchOutcome(notes=notes)
+                try:
+                    async with transaction(self.audit.db):  # a savepoint, inside the batch's
+                        await handle(outcome)
+                        await self.store(outcome)
+                except Exception as e:
+                    if is_transient(e):
+                        raise
+                    outcome = BatchOutcome(entries=[self.event_failed(raw, e)])
+                    await self.store(outcome)
+                committed += outcome.entries
+            if batch.next_batch is not None:
+                await self.sync_state.save(self.bot_user_id, batch.next_batch)
+        await self.after_commit(committed)
+
+    def _steps(self, batch: SyncBatch) -> Iterator[tuple[dict[str, Any], Step]]:
+        """Each event of the batch with what handles it, in order."""
+        for room_id, invite in batch.invites.items():
+            yield {**invite, "room_id": room_id}, partial(self._invite_into, room_id, invite)
         for events in batch.timelines.values():
             for raw in events:
-                await self._guarded(
-                    isolate, raw, outcome, partial(self.handle_timeline_event, raw, outcome)
-                )
+                yield raw, partial(self.handle_timeline_event, raw)
         for events in batch.left.values():
             for raw in events:
-                await self._guarded(
-                    isolate,
-                    raw,
-                    outcome,
-                    partial(
-                        self.handle_plain_event, raw, outcome, encrypted=False, trust="unknown"
-                    ),
-                )
-        return outcome
+                yield raw, partial(self._left_event, raw)
 
     async def _invite_into(
         self, room_id: str, invite: dict[str, Any], outcome: BatchOutcome
     ) -> None:
         outcome.entries += await self.handle_invite(room_id, invite)
 
-    async def _guarded(
-        self,
-        isolate: bool,
-        raw: dict[str, Any],
-        outcome: BatchOutcome,
-        handle: Callable[[], Awaitable[None]],
-    ) -> None:
-        if not isolate:
-            await handle()
-            return
+    async def _left_event(self, raw: dict[str, Any], outcome: BatchOutcome) -> None:
+        await self.handle_plain_event(raw, outcome, encrypted=False, trust="unknown")
+
+    async def _isolated(self, raw: dict[str, Any], outcome: BatchOutcome, handle: Step) -> None:
+        """Handle one event; if it raises (but for a transient error), record `event.failed`
+        in its place and drop whatever it had queued."""
+        mark = (
+            len(outcome.entries),
+            len(outcome.writes),
+            len(outcome.pending),
+            len(outcome.effects),
+        )
         try:
-            await handle()
-        except asyncio.CancelledError:
-            raise
+            await handle(outcome)
         except Exception as e:
-            ref = error_reference()
-            # The type only: an exception's text may quote event content.
-            log.error(
-                "Event %s in %s keeps failing (%s, ref %s); recorded as event.failed",
-                raw.get("event_id"),
-                raw.get("room_id"),
-                type(e).__name__,
-                ref,
+            if is_transient(e):
+                raise
+            n_entries, n_writes, n_pending, n_effects = mark
+            del outcome.entries[n_entries:]
+            del outcome.writes[n_writes:]
+            del outcome.pending[n_pending:]
+            del outcome.effects[n_effects:]
+            outcome.entries.append(self.event_failed(raw, e))
+
+    def event_failed(self, raw: dict[str, Any], error: BaseException) -> AuditEntry:
+        ref = error_reference()
+        # The type only: an exception's text may quote event content.
+        log.error(
+            "Event %s in %s could not be handled (%s, ref %s); recorded as event.failed",
+            storable_json(raw.get("event_id")),
+            storable_json(raw.get("room_id")),
+            type(error).__name__,
+            ref,
+        )
+        sender = raw.get("sender")
+        return AuditEntry(
+            actor=sender if isinstance(sender, str) and sender else "system",
+            action="event.failed",
+            room_id=_text_or_none(raw.get("room_id")),
+            event_id=_text_or_none(raw.get("event_id")),
+            details={
+                "type": storable_json(raw.get("type")),
+                "error": type(error).__name__,
+                "ref": ref,
+            },
+        )
+
+    async def store(self, outcome: BatchOutcome) -> None:
+        """Write what handling produced: audit rows, observers' writes, events waiting for
+        keys, effects for the outbox. Callers hold the transaction."""
+        now = self.clock.now()
+        await self.audit.append(outcome.entries)
+        for write in outcome.writes:
+            await write()
+        for raw in outcome.pending:
+            content = raw.get("content", {})
+            await self.pending.add(
+                event_id=raw["event_id"],
+                room_id=raw["room_id"],
+                sender=raw.get("sender", ""),
+                session_id=content.get("session_id", ""),
+                sender_key=content.get("sender_key", ""),
+                event=storable_json(raw),
+                first_seen=now,
+                next_attempt=now,
             )
-            outcome.entries.append(
-                AuditEntry(
-                    actor=raw.get("sender") or "system",
-                    action="event.failed",
-                    room_id=raw.get("room_id"),
-                    event_id=raw.get("event_id"),
-                    details={"type": raw.get("type"), "error": type(e).__name__, "ref": ref},
-                )
-            )
+        await self.outbox.add(outcome.effects, now)
 
     async def commit(self, outcome: BatchOutcome, next_batch: str | None) -> None:
-        """Audit rows, waiting encrypted events and the new sync position: all or nothing."""
-        now = datetime.now(UTC)
+        """Everything the batch produced and the new sync position: all or nothing."""
         async with transaction(self.audit.db):
-            await self.audit.append(outcome.entries)
-            for write in outcome.writes:
-                await write()
-            for raw in outcome.pending:
-                content = raw.get("content", {})
-                await self.pending.add(
-                    event_id=raw["event_id"],
-                    room_id=raw["room_id"],
-                    sender=raw.get("sender", ""),
-                    session_id=content.get("session_id", ""),
-                    sender_key=content.get("sender_key", ""),
-                    event=raw,
-                    first_seen=now,
-                    next_attempt=now,
-                )
+            await self.store(outcome)
             if next_batch is not None:
                 await self.sync_state.save(self.bot_user_id, next_batch)
-        await self.notify_committed(outcome.entries)
+        await self.after_commit(outcome.entries)
+
+    async def after_commit(self, entries: list[AuditEntry]) -> None:
+        """Wake the outbox for the effects just committed; tell the listeners the rows."""
+        if self.effects_committed is not None:
+            self.effects_committed()
+        await self.notify_committed(entries)
 
     async def notify_committed(self, entries: list[AuditEntry]) -> None:
         """Tell the listeners what was just committed; never raises (the batch is done)."""
@@ -198,16 +263,13 @@ class EventPipeline:
                 )
             )
             return
-        session_id = raw.get("content", {}).get("session_id", "")
-        if session_id in self.gateway.withheld:
-            code = self.gateway.withheld[session_id]
-            outcome.entries.append(self.decryption_failed(raw, f"withheld: {code}"))
-            if self.withheld_notices is not None:
-                await self.withheld_notices.tell(raw, code)
-            return
         try:
             decrypted = await self.gateway.decrypt(raw)
         except SessionNotFound:
+            code = self.gateway.withheld_code(raw)
+            if code is not None:
+                await self.undecryptable(raw, f"withheld: {code}", outcome, withheld_code=code)
+                return
             if await self.audit.exists(raw["event_id"], "decryption.failed"):
                 return
             outcome.pending.append(raw)
@@ -219,11 +281,35 @@ class EventPipeline:
                 raw.get("room_id"),
                 type(e).__name__,
             )
-            outcome.entries.append(self.decryption_failed(raw, type(e).__name__))
+            await self.undecryptable(raw, type(e).__name__, outcome)
             return
         await self.handle_plain_event(
             decrypted.raw, outcome, encrypted=True, trust=decrypted.trust
         )
+
+    async def undecryptable(
+        self,
+        raw: dict[str, Any],
+        reason: str,
+        outcome: BatchOutcome,
+        *,
+        withheld_code: str | None = None,
+    ) -> None:
+        """An encrypted event the bot will never read: `decryption.failed`, the room told when
+        the sender's app withheld the key, and the consent rules judge it like any message
+        (they are about who and when, not what)."""
+        if await self.audit.exists(raw["event_id"], "decryption.failed"):
+            return  # judged when it was recorded
+        outcome.entries.append(self.decryption_failed(raw, reason))
+        if withheld_code is not None and self.withheld_notices is not None:
+            notice = self.withheld_notices.notice_for(raw, withheld_code)
+            if notice is not None:
+                outcome.effects.append(notice)
+        fact = undecryptable_message(raw)
+        if fact.sender == self.bot_user_id:
+            return
+        for observer in self.observers:
+            await observer.on_message(fact, outcome)
 
     async def handle_plain_event(
         self, raw: dict[str, Any], outcome: BatchOutcome, *, encrypted: bool, trust: str
@@ -281,8 +367,11 @@ class EventPipeline:
         if await self.audit.exists(fact.event_id, "message.sent"):
             return
         if self.commands.is_command(fact):
-            outcome.entries += await self.commands.handle(fact)
-            return
+            entries = await self.commands.handle(fact)
+            if entries is not None:
+                outcome.entries += entries
+                return
+            # Not a valid command: judged like any other message (SPEC 3.3).
         for observer in self.observers:
             await observer.on_message(fact, outcome)
 
@@ -346,6 +435,10 @@ class EventPipeline:
                 "device_id": content.get("device_id"),
             },
         )
+
+
+def _text_or_none(value: Any) -> str | None:
+    return storable_json(value) if isinstance(value, str) else None
 
 
 def error_reference() -> str:

@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 
 from bot.db.sync_state import SyncState
 from bot.matrix.gateway import MatrixGateway
+from bot.service.background import Backoff, Outage
 from bot.service.pipeline import EventPipeline
 
 log = logging.getLogger("chaperone.sync")
 
 LONG_POLL_MS = 30_000
-# After this many failures in a row, the batch is retried event by event (see process_batch).
+# A batch that fails this often in a row (each time with what looked like an outage) is tried
+# event by event, in case the error was one event's after all.
 ISOLATE_AFTER_FAILURES = 5
 
 
@@ -36,6 +37,8 @@ class SyncLoop:
         self.last_error: str | None = None
         self.batches = 0
         self.first_batch_done = asyncio.Event()
+        # One warning per outage (the tracebacks only at debug), one line when it recovers.
+        self.outage = Outage(log, "Syncing", Backoff(initial=1.0, cap=30.0))
 
     async def run(self) -> None:
         account = self.gateway.user_id
@@ -44,19 +47,19 @@ class SyncLoop:
         while True:
             try:
                 batch = await self.gateway.sync(since, LONG_POLL_MS if self.batches else 0)
-                outcome = await self.pipeline.process_batch(
-                    batch, isolate=failures >= ISOLATE_AFTER_FAILURES
-                )
-                await self.pipeline.commit(outcome, batch.next_batch)
+                if failures >= ISOLATE_AFTER_FAILURES:
+                    await self.pipeline.handle_batch_event_by_event(batch)
+                else:
+                    await self.pipeline.handle_batch(batch)
             except asyncio.CancelledError:
                 raise
             except Exception as e:
                 failures += 1
-                ref = secrets.token_hex(4).upper()
-                self.last_error = f"{type(e).__name__} (ref {ref})"
-                log.warning("Sync batch failed (ref %s), retry %d", ref, failures, exc_info=True)
-                await asyncio.sleep(min(30.0, 0.5 * 2 ** min(failures, 6)))
+                delay = self.outage.failed(e)
+                self.last_error = f"{type(e).__name__} (ref {self.outage.reference})"
+                await asyncio.sleep(delay)
                 continue
+            self.outage.succeeded()
             since = batch.next_batch
             failures = 0
             self.last_error = None

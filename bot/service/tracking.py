@@ -18,6 +18,7 @@ from bot.matrix.gateway import MatrixGateway
 from bot.matrix.history import is_redacted, messages_page
 from bot.matrix.ratelimit import RateLimited
 from bot.policy.retention import TrackedEvent, is_retention_reason, pacing_delay
+from bot.policy.storable import storable_text
 from bot.service.background import Backoff, Outage, run_forever
 from bot.service.observers import BatchOutcome, Observer
 
@@ -35,8 +36,8 @@ def tracked_from_raw(raw: dict[str, Any]) -> TrackedEvent | None:
     return TrackedEvent(
         event_id=event_id,
         room_id=room_id,
-        sender=str(raw.get("sender", "")),
-        event_type=str(raw.get("type", "")),
+        sender=storable_text(str(raw.get("sender", ""))),
+        event_type=storable_text(str(raw.get("type", ""))),
         is_state="state_key" in raw,
         origin_ts=ts,
         redacted=is_redacted(raw),

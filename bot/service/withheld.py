@@ -3,13 +3,11 @@ sender device per day."""
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any
 
-from bot.matrix.effects import MatrixEffects
-
-log = logging.getLogger("chaperone.withheld")
+from bot.db.outbox import QueuedEffect
+from bot.service.outbox import queued_notice
 
 WITHHELD_NOTICE = (
     "I cannot read messages from {sender}'s device {device}: their app withheld the encryption "
@@ -17,24 +15,28 @@ WITHHELD_NOTICE = (
     "'never send encrypted messages to unverified sessions'), then send the message again."
 )
 ONE_DAY = 86_400.0
+DEVICE_ID_SHOWN = 64  # a device ID is short; a longer one is cut before it is repeated
 
 
 class WithheldNotices:
-    def __init__(self, effects: MatrixEffects) -> None:
-        self.effects = effects
+    def __init__(self) -> None:
         self._told: dict[tuple[str, str], float] = {}  # (sender, device) -> when
 
-    async def tell(self, raw: dict[str, Any], code: str) -> None:
-        """Post the notice for this event's sender device unless it was posted today."""
+    def notice_for(self, raw: dict[str, Any], code: str) -> QueuedEffect | None:
+        """The notice for this event's sender device, unless one was queued today."""
         now = time.monotonic()
         self._told = {k: t for k, t in self._told.items() if now - t < ONE_DAY}
-        sender = raw.get("sender", "")
-        device = raw.get("content", {}).get("device_id", "?")
+        sender = str(raw.get("sender", ""))
+        content = raw.get("content")
+        device = content.get("device_id") if isinstance(content, dict) else None
+        device = device[:DEVICE_ID_SHOWN] if isinstance(device, str) else "?"
         if (sender, device) in self._told:
-            return
+            return None
         self._told[(sender, device)] = now
         text = WITHHELD_NOTICE.format(sender=sender, device=device, code=code)
-        try:
-            await self.effects.notice(raw["room_id"], text, mentions=[sender])
-        except Exception:
-            log.warning("Could not post the withheld-key notice in %s", raw.get("room_id"))
+        return queued_notice(
+            str(raw["room_id"]),
+            text,
+            cause=f"withheld:{raw.get('event_id')}",
+            mentions=[sender],
+        )

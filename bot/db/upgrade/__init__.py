@@ -20,6 +20,7 @@ upgrade_table = UpgradeTable(
 # Imported explicitly and in order: registration order is the version number.
 from . import v01_initial, v02_consent, v03_retention, v04_admin  # noqa: E402, I001
 from . import v05_keyed_audit  # noqa: E402, I001
+from . import v06_outbox  # noqa: E402, I001
 
 __all__ = [
     "upgrade_table",
@@ -28,4 +29,5 @@ __all__ = [
     "v03_retention",
     "v04_admin",
     "v05_keyed_audit",
+    "v06_outbox",
 ]

@@ -1,0 +1,178 @@
+"""What a hostile room member can send, against a real Synapse, Postgres and E2EE clients:
+events Postgres or UTF-8 refuse, forged key-withheld notices, messages that are not text.
+None of them may stop the bot or slip past the consent rules (SPEC 3.3, 11)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from mautrix.types import EventType, RoomID, UserID
+
+from bot.policy.audit_chain import message_hmac
+from bot.service.observers import BatchOutcome, Observer
+from tests.e2e.admin_helpers import ask, bot_with_management_room
+from tests.e2e.bot_env import HMAC_KEY, BotEnv, RunningBot
+from tests.e2e.test_consent import consent_room
+from tests.e2e.test_foundation import audit_rows, staffed_room, wait_rows
+from tests.e2e.test_late_keys import send_without_bot_key
+from tests.fixtures_synapse import MakeE2EEUser
+
+
+def details(row: Any) -> dict[str, Any]:
+    return dict(json.loads(row["details"]))
+
+
+async def send_raw(client: Any, room_id: str, event_type: str, content: dict[str, Any]) -> str:
+    """Any content, encrypted by the sender's client as it is (the homeserver sees none of it)."""
+    event_id = await client.client.send_message_event(
+        RoomID(room_id), EventType.find(event_type, EventType.Class.MESSAGE), content
+    )
+    return str(event_id)
+
+
+async def test_events_postgres_or_utf8_refuse_cost_nothing_but_themselves(
+    bot_env: BotEnv, running_bot: RunningBot, e2ee_user: MakeE2EEUser, db_url: str
+) -> None:
+    _staff, patient, room_id = await staffed_room(bot_env, e2ee_user, running_bot)
+    sync = running_bot.app.sync_loop
+    before = await patient.send_text(room_id, "before")
+    nul_msgtype = await send_raw(
+        patient, room_id, "m.room.message", {"msgtype": "m.te\x00xt", "body": "a"}
+    )
+    nul_type = await send_raw(patient, room_id, "m.room.mess\x00age", {"body": "b"})
+    surrogate = await send_raw(
+        patient, room_id, "m.room.message", {"msgtype": "m.text", "body": "lone \ud800 half"}
+    )
+    after = await patient.send_text(room_id, "after")
+
+    assert len(await wait_rows(db_url, "message.sent", event_id=after, timeout=10)) == 1
+    assert len(await audit_rows(db_url, "message.sent", event_id=before)) == 1
+    # Stored in a safe form: the NUL became U+FFFD, the body's HMAC covers the exact text.
+    (odd,) = await audit_rows(db_url, "message.sent", event_id=nul_msgtype)
+    assert details(odd)["msgtype"] == "m.te\ufffdxt"
+    (half,) = await audit_rows(db_url, "message.sent", event_id=surrogate)
+    assert details(half)["hmac"] == message_hmac(HMAC_KEY.encode(), "lone \ud800 half")
+    # An event type nobody audits is still tracked for retention, in a safe form.
+    tracked = await running_bot.app.tracker.tracked.get(nul_type)
+    assert tracked is not None and tracked.event_type == "m.room.mess\ufffdage"
+    # No batch failed, so no room waited.
+    assert sync.outage.failures == 0 and sync.last_error is None
+    assert await audit_rows(db_url, "event.failed") == []
+
+
+class RefusedByPostgres(Observer):
+    """Queues, for the message "two", a write Postgres refuses (U+0000 in text), as a future
+    stored field that forgot to make its text storable would."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def on_message(self, fact: Any, outcome: BatchOutcome) -> None:
+        if fact.body != "two":
+            return
+
+        async def write() -> None:
+            await self.app.audit.db.execute(
+                "INSERT INTO consent_notice (room_id, user_id, kind, sent_at)"
+                " VALUES ($1, $2, 'violation', now())",
+                fact.room_id,
+                "@nul\x00:x",
+            )
+
+        outcome.writes.append(write)
+
+
+async def test_a_batch_postgres_refuses_is_stored_event_by_event(
+    bot_env: BotEnv, running_bot: RunningBot, e2ee_user: MakeE2EEUser, db_url: str
+) -> None:
+    _staff, patient, room_id = await staffed_room(bot_env, e2ee_user, running_bot)
+    app = running_bot.app
+    app.observers.append(RefusedByPostgres(app))
+    first = await patient.send_text(room_id, "one")
+    poisoned = await patient.send_text(room_id, "two")
+    third = await patient.send_text(room_id, "three")
+
+    assert len(await wait_rows(db_url, "message.sent", event_id=third, timeout=10)) == 1
+    assert len(await audit_rows(db_url, "message.sent", event_id=first)) == 1
+    (failed,) = await wait_rows(db_url, "event.failed", event_id=poisoned)
+    assert details(failed)["error"] == "CharacterNotInRepertoireError"
+    assert await audit_rows(db_url, "message.sent", event_id=poisoned) == []
+    assert app.sync_loop.last_error is None and app.sync_loop.outage.failures == 0
+
+
+async def test_a_forged_key_withheld_notice_cannot_blind_the_bot(
+    bot_env: BotEnv, e2ee_user: MakeE2EEUser, db_url: str
+) -> None:
+    async with bot_with_management_room(bot_env, e2ee_user) as (bot, admin, management):
+        attacker = await e2ee_user("mallory")
+        # The attacker learns the admin's current megolm session (any member of a room sees
+        # it on every event) and names it in a withheld notice of their own.
+        await admin.send_text(management, "!chaperone help")
+        session = await admin.olm.crypto_store.get_outbound_group_session(RoomID(management))
+        assert session is not None
+        forged = {
+            "algorithm": "m.megolm.v1.aes-sha2",
+            "room_id": management,
+            "session_id": session.id,
+            "sender_key": admin.olm.account.identity_key,
+            "code": "m.unverified",
+            "reason": "forged",
+        }
+        await attacker.client.send_to_device(
+            EventType.ROOM_KEY_WITHHELD,
+            {UserID(bot_env.bot_user): {bot.app.gateway.device_id: forged}},
+        )
+        await attacker.client.send_to_device(
+            EventType.ROOM_KEY_WITHHELD,
+            {UserID(bot_env.bot_user): {bot.app.gateway.device_id: forged}},
+        )
+        reply = await ask(admin, management, "status", "Managed rooms", bot_env.bot_user)
+        assert "Managed rooms" in reply.content.body
+        assert await audit_rows(db_url, "decryption.failed") == []
+        probe = {"sender": admin.user_id, "content": {"session_id": session.id}}
+        assert bot.app.gateway.withheld_code(probe) is None
+
+
+async def test_what_is_not_text_is_judged_too(
+    bot_env: BotEnv, running_bot: RunningBot, e2ee_user: MakeE2EEUser, db_url: str
+) -> None:
+    """A patient without consent: a sticker, a poll and a message the bot cannot read are
+    violations like any text (the rules judge who and when, not what)."""
+    _staff, patient, room = await consent_room(bot_env, e2ee_user)
+    sticker = await send_raw(
+        patient, room, "m.sticker", {"body": "a cat", "url": "mxc://x/y", "info": {}}
+    )
+    poll = await send_raw(
+        patient,
+        room,
+        "org.matrix.msc3381.poll.start",
+        {
+            "org.matrix.msc3381.poll.start": {
+                "question": {"org.matrix.msc1767.text": "call me?"},
+                "answers": [{"id": "a", "org.matrix.msc1767.text": "yes"}],
+            },
+            "org.matrix.msc1767.text": "call me?",
+        },
+    )
+    unreadable, session = await send_without_bot_key(patient, room, "you cannot read this")
+    await patient.client.send_to_device(
+        EventType.ROOM_KEY_WITHHELD,
+        {
+            UserID(bot_env.bot_user): {
+                running_bot.app.gateway.device_id: {
+                    "algorithm": "m.megolm.v1.aes-sha2",
+                    "room_id": room,
+                    "session_id": session.id,
+                    "sender_key": patient.olm.account.identity_key,
+                    "code": "m.unverified",
+                    "reason": "unverified",
+                }
+            }
+        },
+    )
+    for event_id in (sticker, poll, unreadable):
+        (violation,) = await wait_rows(db_url, "policy.violation", event_id=event_id)
+        assert details(violation)["kind"] == "patient_without_consent"
+        await patient.wait_for_redaction(RoomID(room), event_id)
+    assert len(await audit_rows(db_url, "decryption.failed", event_id=unreadable)) == 1
