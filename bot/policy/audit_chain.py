@@ -255,8 +255,11 @@ def first_broken(
 
 
 def message_hmac(key: bytes | str, body: str) -> str:
-    """Hex HMAC-SHA256 of a message body, the only trace of a message the audit log keeps."""
-    return hmac.new(_key_bytes(key), body.encode("utf-8"), hashlib.sha256).hexdigest()
+    """Hex HMAC-SHA256 of a message body, the only trace of a message the audit log keeps.
+    A lone surrogate (valid JSON, not UTF-8) is encoded as it stands ("surrogatepass"), so
+    any body gets its HMAC and the same body always the same one."""
+    data = body.encode("utf-8", "surrogatepass")
+    return hmac.new(_key_bytes(key), data, hashlib.sha256).hexdigest()
 
 
 @dataclass(frozen=True)
