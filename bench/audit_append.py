@@ -1,5 +1,8 @@
 """Audit append throughput: a 1000-row batch in one transaction vs one transaction per row.
 
+Also times building the chain's hashes alone, keyed (HMAC-SHA256, today's chain) against the
+old unkeyed SHA-256 as a baseline in the same run.
+
     python bench/audit_append.py [--rows 1000] [--repeats 5]
 
 Uses CHAPERONE_TEST_DATABASE_URL (a server URL; a scratch database is created and dropped) or,
@@ -16,15 +19,16 @@ import tempfile
 import time
 import uuid
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import asyncpg
 from yarl import URL
 
 from bot.db.audit import AuditEntry, AuditLog
 from bot.db.database import open_databases
-from bot.policy.audit_chain import message_hmac
+from bot.policy.audit_chain import GENESIS_HASH, build_record, derive_chain_key, message_hmac
 
-HMAC_KEY = "bench-key"
+HMAC_KEY = "bench-hmac-key-0123456789"
 
 
 def make_entries(n: int, run: str) -> list[AuditEntry]:
@@ -39,6 +43,20 @@ def make_entries(n: int, run: str) -> list[AuditEntry]:
         )
         for i in range(n)
     ]
+
+
+def hash_rate(n: int, key: bytes | None) -> float:
+    """Rows per second through build_record alone (canonical JSON + the row hash)."""
+    ts = datetime.now(UTC)
+    details = {"hmac": message_hmac(HMAC_KEY, "body"), "msgtype": "m.text"}
+    prev = GENESIS_HASH
+    start = time.perf_counter()
+    for i in range(n):
+        record = build_record(
+            i + 1, ts, "@t:x", "message.sent", "!r:x", f"$e{i}", None, details, prev, key=key
+        )
+        prev = record.hash
+    return n / (time.perf_counter() - start)
 
 
 async def timed(audit: AuditLog, batches: Sequence[Sequence[AuditEntry]]) -> float:
@@ -64,7 +82,7 @@ async def bench(server_url: str, rows: int, repeats: int) -> None:
     server = URL(server_url)
     dbs = await open_databases(str(server.with_path("/" + name).with_query(server.query)))
     try:
-        audit = AuditLog(dbs.main)
+        audit = AuditLog(dbs.main, HMAC_KEY)
         await timed(audit, [make_entries(50, "warmup")])
         batch_rates = [
             await timed(audit, [make_entries(rows, f"batch{r}")]) for r in range(repeats)
@@ -92,6 +110,10 @@ async def bench(server_url: str, rows: int, repeats: int) -> None:
     print(f"one transaction per row, {rows} rows        : {single:>10,.0f} rows/s")
     print(f"ratio                                        : {batch / single:>10.1f}x")
     print(f"chain verified: {result.rows} rows")
+    unkeyed = statistics.median(hash_rate(20_000, None) for _ in range(3))
+    keyed = statistics.median(hash_rate(20_000, derive_chain_key(HMAC_KEY)) for _ in range(3))
+    print(f"row hashes alone, unkeyed SHA-256 (old)      : {unkeyed:>10,.0f} rows/s")
+    print(f"row hashes alone, keyed HMAC-SHA256 (now)    : {keyed:>10,.0f} rows/s")
 
 
 def main() -> None:
