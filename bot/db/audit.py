@@ -23,9 +23,8 @@ from bot.policy.audit_chain import (
     canonical_json,
     check_checkpoints,
     derive_chain_key,
-    storable,
-    storable_text,
 )
+from bot.policy.storable import storable, storable_text
 
 # pg_advisory_xact_lock key serializing appenders: the chain's next seq and prev_hash are read
 # and written under it, and it is held until the (outermost) transaction ends. An advisory lock

@@ -39,8 +39,6 @@ CHAIN_KEY_SALT = b"chaperone audit_log"
 CHAIN_KEY_INFO = b"chaperone audit_log chain hmac-sha256 v1"
 """HKDF labels: the chain key is distinct from the key's use for message HMACs."""
 
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-
 
 @dataclass(frozen=True)
 class AuditRecord:
@@ -122,28 +120,6 @@ def compute_hash(prev_hash: str, content: bytes, key: bytes | None = None) -> st
     if key is None:
         return hashlib.sha256(data).hexdigest()
     return hmac.new(key, data, hashlib.sha256).hexdigest()
-
-
-def storable_text(text: str) -> str:
-    """`text` with U+0000 and surrogate code points written as `\\u0000` / `\\ud800` escapes.
-
-    Postgres refuses U+0000 in text and jsonb, and UTF-8 cannot encode a lone surrogate; the
-    audit log stores (and hashes) this escaped form instead of refusing the row.
-    """
-    return _UNSTORABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
-
-
-def storable(value: Any) -> Any:
-    """`value` with every string in it (dict keys included) made storable; tuples as lists."""
-    if isinstance(value, str):
-        return storable_text(value)
-    if isinstance(value, Mapping):
-        return {
-            (storable_text(k) if isinstance(k, str) else k): storable(v) for k, v in value.items()
-        }
-    if isinstance(value, list | tuple):
-        return [storable(v) for v in value]
-    return value
 
 
 def build_record(

@@ -32,7 +32,7 @@ from bot.matrix.gateway import MatrixGateway, SyncBatch
 from bot.metrics import Metrics
 from bot.policy.audit_chain import message_hmac
 from bot.policy.membership import membership_action
-from bot.policy.storable import storable_json
+from bot.policy.storable import storable
 from bot.service.access import AccessService
 from bot.service.commands import CommandService
 from bot.service.failures import is_transient
@@ -179,8 +179,8 @@ class EventPipeline:
         # The type only: an exception's text may quote event content.
         log.error(
             "Event %s in %s could not be handled (%s, ref %s); recorded as event.failed",
-            storable_json(raw.get("event_id")),
-            storable_json(raw.get("room_id")),
+            storable(raw.get("event_id")),
+            storable(raw.get("room_id")),
             type(error).__name__,
             ref,
         )
@@ -191,7 +191,7 @@ class EventPipeline:
             room_id=_text_or_none(raw.get("room_id")),
             event_id=_text_or_none(raw.get("event_id")),
             details={
-                "type": storable_json(raw.get("type")),
+                "type": storable(raw.get("type")),
                 "error": type(error).__name__,
                 "ref": ref,
             },
@@ -212,7 +212,7 @@ class EventPipeline:
                 sender=raw.get("sender", ""),
                 session_id=content.get("session_id", ""),
                 sender_key=content.get("sender_key", ""),
-                event=storable_json(raw),
+                event=storable(raw),
                 first_seen=now,
                 next_attempt=now,
             )
@@ -438,7 +438,7 @@ class EventPipeline:
 
 
 def _text_or_none(value: Any) -> str | None:
-    return storable_json(value) if isinstance(value, str) else None
+    return storable(value) if isinstance(value, str) else None
 
 
 def error_reference() -> str:

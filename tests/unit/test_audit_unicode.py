@@ -16,9 +16,8 @@ from bot.policy.audit_chain import (
     derive_chain_key,
     first_broken,
     message_hmac,
-    storable,
-    storable_text,
 )
+from bot.policy.storable import storable, storable_text
 
 KEY = derive_chain_key("unit-test-hmac-key-0123456789")
 TS = datetime(2026, 11, 1, 9, 30, tzinfo=UTC)
