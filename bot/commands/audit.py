@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from bot.commands.registry import (
+    USER_ID_EXPECTED,
     Arg,
     CommandContext,
     CommandSpec,
@@ -30,10 +31,14 @@ def _all_rooms(ctx: CommandContext) -> bool:
     return ctx.in_management_room and ctx.role >= Role.ADMIN and ctx.room_id == ctx.reply_room_id
 
 
+TAIL_EXPECTED = f"expected a whole number from 1 to {TAIL_MAX}"
+TIME_EXPECTED = "expected a date or time like 2026-11-01 or 2026-11-01T09:30:00+00:00"
+
+
 def _tail_count(value: str) -> int:
     n = positive_int_arg(value)
     if n > TAIL_MAX:
-        raise ValueError(f"'{value}' is too many; expected at most {TAIL_MAX}")
+        raise ValueError(f"too many; {TAIL_EXPECTED}")
     return n
 
 
@@ -43,10 +48,7 @@ def _filter_arg(key: str) -> Callable[[str], str]:
     def parse(value: str) -> str:
         if key == "user":
             user_id_arg(value)
-        try:
-            parse_filters([f"{key}={value}"])
-        except FilterError as e:
-            raise ValueError(str(e).removeprefix(f"{key}: ")) from None
+        parse_filters([f"{key}={value}"])  # a FilterError is a ValueError
         return value
 
     return parse
@@ -103,7 +105,7 @@ def specs() -> list[CommandSpec]:
             Role.STAFF,
             "show the last N audit rows of this room (all rooms in the management room)",
             audit_tail,
-            (Arg("N", _tail_count, required=False),),
+            (Arg("N", _tail_count, required=False, expected=TAIL_EXPECTED),),
         ),
         CommandSpec(
             "audit export",
@@ -111,11 +113,21 @@ def specs() -> list[CommandSpec]:
             "upload the audit log (this room's; all rooms' in the management room) as a file",
             audit_export,
             options=(
-                Arg("since", _filter_arg("since"), required=False),
-                Arg("until", _filter_arg("until"), required=False),
-                Arg("user", _filter_arg("user"), required=False),
-                Arg("action", _filter_arg("action"), required=False),
-                Arg("format", choice_arg("jsonl", "csv"), required=False),
+                Arg("since", _filter_arg("since"), required=False, expected=TIME_EXPECTED),
+                Arg("until", _filter_arg("until"), required=False, expected=TIME_EXPECTED),
+                Arg("user", _filter_arg("user"), required=False, expected=USER_ID_EXPECTED),
+                Arg(
+                    "action",
+                    _filter_arg("action"),
+                    required=False,
+                    expected="expected an action name like message.sent",
+                ),
+                Arg(
+                    "format",
+                    choice_arg("jsonl", "csv"),
+                    required=False,
+                    expected="expected jsonl or csv",
+                ),
             ),
         ),
         CommandSpec(

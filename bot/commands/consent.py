@@ -6,19 +6,25 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from bot.commands.registry import (
+    USER_ID_EXPECTED,
     Arg,
     CommandContext,
     CommandSpec,
     CommandUsageError,
     user_id_arg,
 )
-from bot.policy.consent import ConsentRecord, parse_max_per_day, parse_topics
-from bot.policy.hours import parse_hours, parse_timezone
+from bot.policy.consent import TOPICS_EXPECTED, ConsentRecord, parse_max_per_day, parse_topics
+from bot.policy.hours import EXPECTED as HOURS_EXPECTED
+from bot.policy.hours import TIMEZONE_EXPECTED, parse_hours, parse_timezone
 from bot.policy.roles import Role
 from bot.service.consent import ConsentService
 from bot.service.consent_grants import ConsentGrants
 
-NOTE_EXPECTED = 'expected a note naming the form, like note="paper form 2026-11-20"'
+NOTE_MAX = 500
+NOTE_EXPECTED = (
+    f"expected a note of up to {NOTE_MAX} characters naming the form, "
+    'like note="paper form 2026-11-20"'
+)
 
 
 class ConsentServices(Protocol):
@@ -31,16 +37,40 @@ def note_arg(value: str) -> str:
     note = value.strip()
     if not note:
         raise ValueError(f"no note given; {NOTE_EXPECTED}")
-    if len(note) > 500:
-        raise ValueError(f"the note is longer than 500 characters; {NOTE_EXPECTED}")
+    if len(note) > NOTE_MAX:
+        raise ValueError(f"the note is longer than {NOTE_MAX} characters; {NOTE_EXPECTED}")
     return note
 
 
 CHOICES = (
-    Arg("hours", parse_hours, required=False, help="contact hours, e.g. Mon-Fri 09:00-17:00"),
-    Arg("tz", parse_timezone, required=False, help="IANA time zone, e.g. America/New_York"),
-    Arg("max_per_day", parse_max_per_day, required=False, help="messages a day, 1-1000"),
-    Arg("topics", parse_topics, required=False, help="e.g. scheduling,billing"),
+    Arg(
+        "hours",
+        parse_hours,
+        required=False,
+        help="contact hours, e.g. Mon-Fri 09:00-17:00",
+        expected=HOURS_EXPECTED,
+    ),
+    Arg(
+        "tz",
+        parse_timezone,
+        required=False,
+        help="IANA time zone, e.g. America/New_York",
+        expected=TIMEZONE_EXPECTED,
+    ),
+    Arg(
+        "max_per_day",
+        parse_max_per_day,
+        required=False,
+        help="messages a day, 1-1000",
+        expected="expected a whole number from 1 to 1000",
+    ),
+    Arg(
+        "topics",
+        parse_topics,
+        required=False,
+        help="e.g. scheduling,billing",
+        expected=TOPICS_EXPECTED,
+    ),
 )
 
 
@@ -108,8 +138,11 @@ async def consent_record(ctx: CommandContext, args: Mapping[str, Any]) -> str:
         record = await services.consent_grants.record_offline(
             ctx.room_id, ctx.sender, patient, ctx.event_id, args["note"], **_choices(args)
         )
-    except ValueError as e:
-        raise CommandUsageError(f"user: {e}") from None
+    except ValueError:
+        # The service's message names the user; the reply says it without their text.
+        raise CommandUsageError(
+            "user: not a patient in this room; consent is recorded for patients"
+        ) from None
     return (
         f"✅ Offline consent of {patient} recorded by {ctx.sender} — {_summary(record)}; "
         f"note: {record.note}"
@@ -138,7 +171,17 @@ def specs() -> list[CommandSpec]:
             Role.STAFF,
             "record consent a patient gave on a signed form",
             consent_record,
-            positional=(Arg("user", user_id_arg, help="the patient, @name:server"),),
-            options=(*CHOICES, Arg("note", note_arg, help='e.g. "paper form 2026-11-20"')),
+            positional=(
+                Arg(
+                    "user",
+                    user_id_arg,
+                    help="the patient, @name:server",
+                    expected=USER_ID_EXPECTED,
+                ),
+            ),
+            options=(
+                *CHOICES,
+                Arg("note", note_arg, help='e.g. "paper form 2026-11-20"', expected=NOTE_EXPECTED),
+            ),
         ),
     ]

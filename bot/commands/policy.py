@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bot.commands.registry import Arg, CommandContext, CommandSpec, CommandUsageError
+from bot.policy.durations import MAX_SECONDS, UNITS, format_duration
 from bot.policy.roles import Role
 from bot.policy.room_policy import FIELDS, parse_policy_value
 from bot.service.policy import PolicyService
@@ -16,10 +17,22 @@ class PolicyServices(Protocol):
     policy: PolicyService
 
 
+FIELD_EXPECTED = f"expected one of {', '.join(FIELDS)}"
+
+
 def field_arg(value: str) -> str:
     if value.lower() not in FIELDS:
-        raise ValueError(f"'{value}' is not a policy field; expected one of {', '.join(FIELDS)}")
+        raise ValueError(f"not a policy field; {FIELD_EXPECTED}")
     return value.lower()
+
+
+def value_expected(field: str, retention_minimum: int) -> str:
+    """What `policy set <field>` takes, for the error that must not repeat the value given."""
+    if field == "retention":
+        longest = f"{MAX_SECONDS // UNITS['y']}y"  # Matrix's JSON stops at 2^53-1 ms
+        return f"expected off or a duration from {format_duration(retention_minimum)} to {longest}"
+    forms = {"consent": "required or off", "enforcement": "one of redact, warn, audit"}
+    return f"expected {forms.get(field, 'on or off')}"
 
 
 @dataclass(frozen=True)
@@ -34,12 +47,12 @@ class PolicySetSpec(CommandSpec):
         if len(words) > 2:
             words = (words[0], " ".join(words[1:]))
         values = super().parse_args(words, options)
+        field = values["field"]
         try:
-            parse_policy_value(
-                values["field"], values["value"], retention_minimum=self.retention_minimum
-            )
-        except ValueError as e:
-            raise CommandUsageError(str(e)) from None
+            parse_policy_value(field, values["value"], retention_minimum=self.retention_minimum)
+        except ValueError:
+            expected = value_expected(field, self.retention_minimum)
+            raise CommandUsageError(f"value: not valid for {field}; {expected}") from None
         return values
 
 
@@ -56,8 +69,8 @@ async def policy_set(ctx: CommandContext, args: Mapping[str, Any]) -> str:
     old = await services.policy.get(ctx.room_id)
     try:
         new = await services.policy.set(ctx.room_id, field, text, ctx.sender, ctx.event_id)
-    except ValueError as e:  # validated while parsing; kept for a minimum changed meanwhile
-        raise CommandUsageError(str(e)) from None
+    except ValueError:  # validated while parsing; kept for a minimum changed meanwhile
+        raise CommandUsageError(f"value: not valid for {field}") from None
     return f"Policy changed: {field} {old.value_text(field)} → {new.value_text(field)}."
 
 
@@ -70,7 +83,7 @@ def specs(retention_minimum: int) -> list[CommandSpec]:
             f"change this room's policy ({', '.join(FIELDS)})",
             policy_set,
             positional=(
-                Arg("field", field_arg, help=", ".join(FIELDS)),
+                Arg("field", field_arg, help=", ".join(FIELDS), expected=FIELD_EXPECTED),
                 Arg("value", str, help="e.g. required, warn, 30d, on"),
             ),
             retention_minimum=retention_minimum,

@@ -76,7 +76,7 @@ def specs() -> list[CommandSpec]:
             Role.ADMIN,
             "put this room's legal hold on or off (suspends retention)",
             hold_command,
-            positional=(Arg("on|off", choice_arg("on", "off")),),
+            positional=(Arg("on|off", choice_arg("on", "off"), expected="expected on or off"),),
         ),
         CommandSpec(
             "retention sweep",

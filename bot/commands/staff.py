@@ -5,7 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from bot.commands.registry import Arg, CommandContext, CommandSpec, CommandUsageError, user_id_arg
+from bot.commands.registry import (
+    USER_ID_EXPECTED,
+    Arg,
+    CommandContext,
+    CommandSpec,
+    CommandUsageError,
+    user_id_arg,
+)
 from bot.policy.roles import Role
 from bot.service.staff import StaffService
 
@@ -14,7 +21,9 @@ class StaffServices(Protocol):
     staff_admin: StaffService
 
 
-USER = Arg("user", user_id_arg, help="a Matrix user ID like @name:server")
+USER = Arg(
+    "user", user_id_arg, help="a Matrix user ID like @name:server", expected=USER_ID_EXPECTED
+)
 
 
 async def staff_add(ctx: CommandContext, args: Mapping[str, Any]) -> str:

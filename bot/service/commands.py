@@ -7,9 +7,12 @@ import secrets
 from typing import Any
 
 from bot.commands.registry import (
+    ROOM_ID_EXPECTED,
+    Arg,
     CommandContext,
     CommandRegistry,
     CommandUsageError,
+    parse_value,
     room_id_arg,
 )
 from bot.config import Config
@@ -24,6 +27,7 @@ from bot.service.access import AccessService
 log = logging.getLogger("chaperone.commands")
 
 SECRET_OPTION_NAMES = frozenset({"password", "token", "key", "secret"})
+ROOM_ARG = Arg("room", room_id_arg, expected=ROOM_ID_EXPECTED)
 
 
 class CommandService:
@@ -48,41 +52,51 @@ class CommandService:
         return f"send `{self.prefix} help` for the commands you can use"
 
     def is_command(self, fact: MessageFact) -> bool:
-        return strip_prefix(fact.body, self.prefix) is not None
+        """Whether `fact` is meant as a command: a readable text message with the prefix.
 
-    async def handle(self, fact: MessageFact) -> list[AuditEntry]:
-        """Run the command in `fact` if it is one; reply in the room; return its audit rows."""
-        text = strip_prefix(fact.body, self.prefix)
+        A file, image or sticker whose name starts with the prefix is a message like any other.
+        """
+        return (
+            fact.readable
+            and fact.event_type == "m.room.message"
+            and fact.msgtype == "m.text"
+            and strip_prefix(fact.body, self.prefix) is not None
+        )
+
+    async def handle(self, fact: MessageFact) -> list[AuditEntry] | None:
+        """Run the command in `fact`; reply in the room; return its audit rows.
+
+        None when `fact` is not a valid command (not one at all, unreadable, unknown, or with
+        arguments that do not parse): the caller then judges it like any other message
+        (SPEC 3.3). The one-line error reply never repeats the text. A command refused by the
+        gate is still a command: it returns its `command.denied` row.
+        """
+        text = strip_prefix(fact.body, self.prefix) if self.is_command(fact) else None
         if text is None:
-            return []
+            return None
         try:
             line = split_command(text or "help")
         except CommandSyntaxError as e:
             await self.reply(fact, f"⚠️ {e} — {self._help_hint()}")
-            return []
+            return None
         match = self.registry.match(line)
         if match is None:
-            word = line.words[0] if line.words else text.split()[0]
-            await self.reply(fact, f"⚠️ Unknown command '{word}' — {self._help_hint()}")
-            return []
+            await self.reply(fact, f"⚠️ Unknown command — {self._help_hint()}")
+            return None
         spec, words = match
         options = dict(line.options)
         in_management_room = (
             bool(self.config.bot.management_room)
             and fact.room_id == self.config.bot.management_room
         )
-        target_room = fact.room_id
-        if "room" in options:
-            # In the management room admins name the room a command is about with room=!id.
-            try:
-                if not in_management_room or fact.sender not in self.config.roles.admins:
-                    raise ValueError("room= is only accepted from admins in the management room")
-                target_room = room_id_arg(options.pop("room"))
-                if not await self.services.rooms.is_managed(target_room):
-                    raise ValueError(f"the bot does not manage {target_room}")
-            except ValueError as e:
-                await self.reply(fact, f"⚠️ {spec.name}: {e} — {self._help_hint()}")
-                return []
+        try:
+            target_room = await self._target_room(fact, options.pop("room", None))
+            # Parsed before the gate: otherwise anyone could pass free text as the arguments of
+            # a command they may not run, and a refused command is not judged as a message.
+            args = spec.parse_args(words, options)
+        except CommandUsageError as e:
+            await self.reply(fact, f"⚠️ {spec.name}: {e} — {self._help_hint()}")
+            return None
         try:
             role = await self.access.role(target_room, fact.sender)
         except Exception:
@@ -105,7 +119,7 @@ class CommandService:
             "room_id": fact.room_id,
             "event_id": fact.event_id,
         }
-        # Arguments are recorded only once validated: refused or unreadable ones may be free
+        # Arguments are recorded only for commands that ran: a refused command's may be free
         # text a patient typed, which the audit never keeps (message.sent has its HMAC).
         details: dict[str, Any] = {"command": spec.name, "role": role.label, "trust": fact.trust}
         if target_room != fact.room_id:
@@ -119,11 +133,6 @@ class CommandService:
                     **audit_base,
                 )
             ]
-        try:
-            args = spec.parse_args(words, options)
-        except CommandUsageError as e:
-            await self.reply(fact, f"⚠️ {spec.name}: {e} — {self._help_hint()}")
-            return []
         ctx = CommandContext(
             room_id=target_room,
             reply_room_id=fact.room_id,
@@ -152,6 +161,23 @@ class CommandService:
                 action="command.executed", details={**details, "outcome": outcome}, **audit_base
             )
         ]
+
+    async def _target_room(self, fact: MessageFact, room: str | None) -> str:
+        """The room a command is about: where it was sent, or the `room=!id` an admin names in
+        the management room (SPEC 7); CommandUsageError otherwise."""
+        if room is None:
+            return fact.room_id
+        management = self.config.bot.management_room
+        if (
+            not management
+            or fact.room_id != management
+            or fact.sender not in self.config.roles.admins
+        ):
+            raise CommandUsageError("room= is only accepted from admins in the management room")
+        target: str = parse_value(ROOM_ARG, room)
+        if not await self.services.rooms.is_managed(target):
+            raise CommandUsageError("room: the bot does not manage that room; name one it is in")
+        return target
 
     async def reply(self, fact: MessageFact, text: str) -> None:
         try:
