@@ -15,8 +15,7 @@ from . import upgrade_table
 AUDIT_CHAIN_META = """
 CREATE TABLE audit_chain_meta (
     id              BOOLEAN     PRIMARY KEY DEFAULT true CHECK (id),
-    keyed_from_seq  BIGINT      NOT NULL CHECK (keyed_from_seq > 0),
-    keyed_at        TIMESTAMPTZ NOT NULL DEFAULT now()
+    keyed_from_seq  BIGINT      NOT NULL CHECK (keyed_from_seq > 0)
 );
 
 CREATE FUNCTION audit_chain_meta_keep() RETURNS trigger
