@@ -144,7 +144,6 @@ class RetentionService:
         self.progress: RoomSweep | None = None
         self.last: str | None = None
         self.backlog = 0
-        self.changed: set[str] = set()  # rooms whose policy changed during a sweep
         self.outage = Outage(log, "The retention sweep", backoff)
         self.retry_in = 0.0  # after a failed sweep, the backoff before the next attempt
 
@@ -153,19 +152,19 @@ class RetentionService:
     async def on_policy_changed(
         self, room_id: str, field: str, old: RoomPolicy, new: RoomPolicy
     ) -> None:
-        """PolicyService listener: a retention change back-fills history and re-publishes
-        state; a legal hold stops a running sweep of the room at once."""
+        """PolicyService listener: a retention change back-fills history, after which
+        `room_ready` publishes the state and tells the room (once: announcing here as well
+        posted the notice twice whenever the two raced); a legal hold is published at once.
+        A running sweep re-reads the policy before each removal, so it needs no signal."""
         if field not in ("retention", "legal_hold"):
             return
-        self.changed.add(room_id)
         if not await self.rooms.is_managed(room_id):
             return
         if field == "retention":
             await self.rooms_state.request_backfill(room_id)
             self.backfiller.wake.set()
+            return
         await self.notices.publish(room_id)
-        if field == "retention" and not self.effects.dry_run:
-            await self.notices.announce_safely(room_id, new)
 
     async def room_ready(self, room_id: str) -> None:
         """After a room's history was recorded (the bot joined, or its retention changed):
@@ -270,7 +269,6 @@ class RetentionService:
 
     async def sweep_room(self, room_id: str, request: SweepRequest) -> RoomSweep:
         result = RoomSweep(room_id, dry_run=self.effects.dry_run)
-        self.changed.discard(room_id)
         await self.backfiller.run_wanted(only=[room_id])
         policy = await self.policy.get(room_id)
         await self.notices.publish(room_id)
@@ -313,6 +311,18 @@ class RetentionService:
             await purge_room(self, room_id, cutoff, retry_before, result)
         else:
             await redact_room(self, room_id, policy, cutoff, retry_before, result)
+
+    async def removable_before(self, room_id: str, cutoff: int, result: RoomSweep) -> int | None:
+        """The one check right before every removal request, for both methods: re-read the
+        room's policy from the database (a legal hold, or a longer retention, may have arrived
+        while the sweep archived: by command, or from another instance) and return the cutoff
+        still in force, or None when nothing may be removed now."""
+        policy = await self.policy.get(room_id)
+        if policy.legal_hold and not result.held:
+            result.held = True
+            log.info("Legal hold on in %s: the sweep stops before removing anything more", room_id)
+        current = self.cutoff_for(policy)
+        return None if current is None else min(cutoff, current)
 
     async def record_removal(
         self,

@@ -46,6 +46,7 @@ class RoomNotices:
         self.method = config.retention.method
         self.archived = archived
         self._publishing: dict[str, asyncio.Lock] = {}
+        self._announcing: dict[str, asyncio.Lock] = {}
 
     async def announce(
         self,
@@ -56,18 +57,26 @@ class RoomNotices:
         """Tell the room its retention, once per value; raises if the room cannot be told
         (then nothing is removed there)."""
         retention = effective_retention(policy.retention_seconds, self.minimum)
-        if retention is None or await self.rooms_state.announced(room_id) == retention:
+        if retention is None:
             return
-        text = announcement(retention, archived=self.archived, method=self.method)
-        await paced(lambda: self.effects.notice(room_id, text), on_wait=on_wait)
-        await self.rooms_state.set_announced(room_id, retention)
+        # Check, post and record as one step per room: two callers (the back-fill finishing,
+        # a sweep starting) must not both see "not told yet" and both post.
+        async with self._announcing.setdefault(room_id, asyncio.Lock()):
+            if await self.rooms_state.announced(room_id) == retention:
+                return
+            text = announcement(retention, archived=self.archived, method=self.method)
+            await paced(lambda: self.effects.notice(room_id, text), on_wait=on_wait)
+            await self.rooms_state.set_announced(room_id, retention)
 
     async def announce_safely(self, room_id: str, policy: RoomPolicy) -> None:
         try:
             await self.announce(room_id, policy)
-        except Exception:
+        except Exception as e:
             ref = secrets.token_hex(4).upper()
-            log.warning("Could not announce retention in %s (ref %s)", room_id, ref, exc_info=True)
+            log.warning(
+                "Could not announce retention in %s (%s, ref %s)", room_id, type(e).__name__, ref
+            )
+            log.debug("Announcing retention failed (ref %s)", ref, exc_info=True)
 
     async def publish(self, room_id: str) -> None:
         """Publish `m.room.retention` for the room's current policy when it differs from what
@@ -91,18 +100,23 @@ class RoomNotices:
             done = await paced(lambda: self.effects.set_state(room_id, RETENTION_STATE, content))
             if done.done:
                 await self.rooms_state.set_published(room_id, content)
-        except Exception:
+        except Exception as e:
             ref = secrets.token_hex(4).upper()
             log.warning(
-                "Could not publish %s in %s (ref %s)", RETENTION_STATE, room_id, ref, exc_info=True
+                "Could not publish %s in %s (%s, ref %s)",
+                RETENTION_STATE,
+                room_id,
+                type(e).__name__,
+                ref,
             )
+            log.debug("Publishing %s failed (ref %s)", RETENTION_STATE, ref, exc_info=True)
 
 
 def sweep_report(results: Sequence[RoomSweep], seconds: float) -> str:
     """The one-paragraph result posted where a sweep was asked for."""
     if len(results) == 1:
         r = results[0]
-        if r.held:
+        if r.held and not r.removed:
             return "Retention sweep: legal hold is on here; nothing was removed."
         if r.off:
             return "Retention sweep: retention is off here; nothing was removed."

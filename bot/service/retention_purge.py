@@ -41,8 +41,14 @@ async def purge_room(
             readable = await service.archiver.archive_event(event, raw)
             result.archived += 1
             result.unreadable += 0 if readable else 1
+    limit = await service.removable_before(room_id, cutoff, result)
+    if limit is None:
+        return  # a legal hold arrived while archiving: no purge
+    due = [e for e in due if e.origin_ts < limit]
+    if not due:
+        return
     # The purge keeps the point event and everything after it.
-    point = await service.tracked.first_at_or_after(room_id, cutoff) or due[-1].event_id
+    point = await service.tracked.first_at_or_after(room_id, limit) or due[-1].event_id
     await service.tracked.mark_removing([e.event_id for e in due])
     started = await service.paced(lambda: service.effects.purge_history(room_id, point), result)
     if not started.done or started.event_id is None:

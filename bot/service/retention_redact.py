@@ -36,37 +36,39 @@ async def redact_room(
     retention = effective_retention(policy.retention_seconds, service.minimum)
     assert retention is not None
     reason = redaction_reason(retention)
-    current: int | None = cutoff
     while True:
-        if room_id in service.changed:  # e.g. a legal hold put on during the sweep
-            service.changed.discard(room_id)
-            now_cutoff = service.cutoff_for(await service.policy.get(room_id))
-            current = None if now_cutoff is None else min(cutoff, now_cutoff)
-        if current is None:
-            return
-        batch = await service.tracked.due(room_id, current, retry_before, service.batch_size)
+        batch = await service.tracked.due(room_id, cutoff, retry_before, service.batch_size)
         if not batch:
             return
         for event in batch:
-            if room_id in service.changed:
-                break  # re-read the policy before the next removal
-            await _redact_one(service, event, reason, event.event_id in in_flight, result)
+            in_flight_now = event.event_id in in_flight
+            if not await _redact_one(service, event, reason, cutoff, in_flight_now, result):
+                return  # a legal hold (or a longer retention) arrived: stop here
 
 
 async def _redact_one(
-    service: RetentionService, event: TrackedEvent, reason: str, in_flight: bool, result: RoomSweep
-) -> None:
+    service: RetentionService,
+    event: TrackedEvent,
+    reason: str,
+    cutoff: int,
+    in_flight: bool,
+    result: RoomSweep,
+) -> bool:
+    """Archive and redact one event; False when the room's policy no longer allows it."""
     room_id, event_id = event.room_id, event.event_id
     raw: dict[str, Any] | None = None
     if in_flight or (service.archiver is not None and not event.archived):
         raw = await service.paced(lambda: fetch_event(service.gateway, room_id, event_id), result)
         if raw is None or is_redacted(raw):
             await _already_removed(service, event, raw, result)
-            return
+            return True
     if service.archiver is not None and not event.archived and raw is not None:
         readable = await service.archiver.archive_event(event, raw)
         result.archived += 1
         result.unreadable += 0 if readable else 1
+    limit = await service.removable_before(room_id, cutoff, result)
+    if limit is None or event.origin_ts >= limit:
+        return False
     await service.tracked.mark_removing([event_id])
     try:
         done = await service.paced(
@@ -75,14 +77,15 @@ async def _redact_one(
     except MForbidden:
         await service.tracked.mark_failed(event_id, "forbidden", service.clock.now())
         result.failed += 1
-        return
+        return True
     except MNotFound:
         await service.tracked.mark_redacted(event_id)
         result.gone += 1
-        return
+        return True
     assert done.event_id is not None
     await service.record_removal(event, done.event_id, result, method="redact")
     service.metrics.redactions.labels(cause="retention").inc()
+    return True
 
 
 async def _already_removed(
