@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -62,14 +63,21 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_export(args: argparse.Namespace) -> int:
-    from bot.service.audit_cli import FilterError, export, parse_filters
+    from bot.service.audit_cli import ExportCutShort, FilterError, export, parse_filters
 
     try:
         filters = parse_filters(args.filters)
     except FilterError as e:
         print(f"audit export: {e}", file=sys.stderr)
         return 2
-    asyncio.run(export(_load(args.config), filters, args.format, sys.stdout))
+    try:
+        asyncio.run(export(_load(args.config), filters, args.format, sys.stdout))
+    except ExportCutShort as e:
+        # The reader went away (`| head`): say so in one line, and point stdout at /dev/null
+        # so the flush at exit does not fail a second time with a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print(f"audit export: {e}; recorded as cut short in the audit log", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -23,7 +23,7 @@ from bot.config import HttpConfig
 from bot.db.audit import AuditEntry, AuditLog
 from bot.metrics import Metrics
 from bot.service.audit_cli import FILTER_KEYS, FilterError, parse_filters
-from bot.service.audit_tools import AuditTools, export_lines, exported_entry
+from bot.service.audit_tools import AuditTools, StreamedExport, export_lines
 from bot.service.pipeline import error_reference
 from bot.service.sync_loop import SyncLoop
 
@@ -166,7 +166,13 @@ class WebServer:
         scheme, _, given = header.partition(" ")
         if scheme.lower() != "bearer" or not given.strip():
             return "missing token"
-        if not hmac.compare_digest(given.strip().encode(), expected.encode()):
+        # aiohttp hands header bytes that are not UTF-8 over as lone surrogates
+        # (surrogateescape), which encode() refuses: without this, a 500 and no audit row.
+        try:
+            token = given.strip().encode()
+        except UnicodeEncodeError:
+            return "malformed token"
+        if not hmac.compare_digest(token, expected.encode()):
             return "wrong token"
         return None
 
@@ -218,13 +224,23 @@ class WebServer:
         except FilterError as e:
             return _error(400, str(e))
         response = web.StreamResponse(headers={"Content-Type": JSONL})
-        rows, buffer, size = 0, [], 0
+        record = StreamedExport(
+            self.parts.audit,
+            "system",
+            filters,
+            "jsonl",
+            extra={"via": "http", "remote": request.remote or "?"},
+        )
+        rows, sent, buffer, size = 0, 0, [], 0
         async with aclosing(export_lines(self.parts.audit, filters, "jsonl")) as lines:
             # The first row is read before the response starts: a database failure then
-            # still gets a proper 503 rather than a cut-off 200.
+            # still gets a proper 503 rather than a cut-off 200. The export is on the record
+            # before anything goes out, however it ends (the snapshot is already taken, so
+            # that row is not part of this export).
             first = await anext(lines, None)
-            await response.prepare(request)
+            await record.started()
             try:
+                await response.prepare(request)
                 if first is not None:
                     rows, buffer, size = 1, [first], len(first)
                     async for line in lines:
@@ -233,29 +249,26 @@ class WebServer:
                         size += len(line)
                         if size >= STREAM_CHUNK:
                             await response.write("".join(buffer).encode())
-                            buffer, size = [], 0
+                            sent, buffer, size = rows, [], 0
                 if buffer:
                     await response.write("".join(buffer).encode())
+                    sent = rows
+                await response.write_eof()
             except Exception as e:
                 ref = error_reference()
-                log.warning("Audit export broke off after %d rows (ref %s)", rows, ref)
+                log.warning("Audit export broke off after %d rows (ref %s)", sent, ref)
+                gone = isinstance(e, ConnectionError)  # aiohttp's reset errors are ones too
+                reason = "client disconnected" if gone else f"failed ({type(e).__name__})"
+                await self._record_cut_short(record, sent, reason)
                 raise _StreamBroken(ref) from e
-        await response.write_eof()
-        await self.parts.audit.append(
-            [
-                exported_entry(
-                    "system",
-                    filters,
-                    "jsonl",
-                    rows,
-                    None,
-                    room_id=None,
-                    event_id=None,
-                    extra={"via": "http", "remote": request.remote or "?"},
-                )
-            ]
-        )
+        await record.finished(rows)
         return response
+
+    async def _record_cut_short(self, record: StreamedExport, sent: int, reason: str) -> None:
+        try:
+            await record.cut_short(sent, reason)
+        except Exception:  # the started row stands; the log says why the outcome is missing
+            log.warning("Could not audit a cut-short export (ref %s)", error_reference())
 
     async def audit_verify(self, request: web.Request) -> web.Response:
         assert self.parts is not None

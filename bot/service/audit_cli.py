@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import getpass
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
@@ -15,8 +15,9 @@ from bot.config import Config
 from bot.db.audit import AuditEntry, AuditFilter, AuditLog
 from bot.db.audit_format import csv_header, to_csv_row, to_jsonl
 from bot.db.database import EmbeddedPostgres, open_databases
+from bot.policy.audit_chain import AuditRecord
 from bot.service.audit_checkpoints import read_checkpoint_file
-from bot.service.audit_tools import exported_entry, verify_details, verify_summary
+from bot.service.audit_tools import StreamedExport, verify_details, verify_summary
 
 FILTER_KEYS = ("room", "user", "action", "since", "until")
 
@@ -107,27 +108,41 @@ async def verify(config: Config) -> tuple[bool, str]:
     return result.ok, message
 
 
+class ExportCutShort(Exception):
+    """The export's reader went away before the end (`chaperone audit export | head`)."""
+
+    def __init__(self, rows_written: int) -> None:
+        super().__init__(f"the output was closed after {rows_written} row(s)")
+        self.rows_written = rows_written
+
+
 async def export(config: Config, filters: AuditFilter, fmt: str, out: TextIO) -> int:
-    rows = 0
+    """Write the export to `out` and return its row count; ExportCutShort when `out` is closed
+    early. Audited before the first line goes out and again at the end (StreamedExport)."""
     async with main_database(config) as db:
-        if fmt == "csv":
-            out.write(csv_header())
         audit = AuditLog(db, config.audit.hmac_key)
-        async for record in audit.export(filters):
-            out.write(to_csv_row(record) if fmt == "csv" else to_jsonl(record))
-            rows += 1
-        await audit.append(
-            [
-                exported_entry(
-                    cli_actor(),
-                    filters,
-                    fmt,
-                    rows,
-                    None,
-                    room_id=None,
-                    event_id=None,
-                    extra={"via": "cli"},
-                )
-            ]
-        )
+        record = StreamedExport(audit, cli_actor(), filters, fmt, extra={"via": "cli"})
+        rows = 0
+        async with aclosing(audit.export(filters)) as records:
+            # The first row fixes the read's snapshot, so the `started` row is not part of it.
+            first = await anext(records, None)
+            await record.started()
+            try:
+                if fmt == "csv":
+                    out.write(csv_header())
+                if first is not None:
+                    out.write(_line(first, fmt))
+                    rows = 1
+                    async for row in records:
+                        out.write(_line(row, fmt))
+                        rows += 1
+                out.flush()
+            except BrokenPipeError:
+                await record.cut_short(rows, "output closed")
+                raise ExportCutShort(rows) from None
+        await record.finished(rows)
     return rows
+
+
+def _line(record: AuditRecord, fmt: str) -> str:
+    return to_csv_row(record) if fmt == "csv" else to_jsonl(record)

@@ -186,21 +186,73 @@ def exported_entry(
     actor: str,
     filters: AuditFilter,
     fmt: str,
-    rows: int,
+    rows: int | None,
     sha256: str | None,
     *,
     room_id: str | None,
     event_id: str | None,
     extra: dict[str, Any],
+    complete: bool = True,
 ) -> AuditEntry:
+    """An `audit.exported` row; `complete` False for an export started or cut short."""
     details: dict[str, Any] = {
         "filters": filter_details(filters),
         "format": fmt,
-        "rows": rows,
+        "complete": complete,
         **extra,
     }
+    if rows is not None:
+        details["rows"] = rows
     if sha256 is not None:
         details["sha256"] = sha256
     return AuditEntry(
         actor=actor, action="audit.exported", room_id=room_id, event_id=event_id, details=details
     )
+
+
+@dataclass
+class StreamedExport:
+    """The audit rows of an export streamed to a reader who may stop early (HTTP, the CLI).
+
+    One `audit.exported` row before the first line goes out (`complete: false`, stage
+    `started`), so an export cut short is on the record too; then a second row with the
+    outcome — `complete: true` and the row count, or stage `cut short` and the rows handed
+    over before the cut. The log is append-only: the outcome is a new row naming the first
+    (`started_seq`), never a change to it.
+    """
+
+    audit: AuditLog
+    actor: str
+    filters: AuditFilter
+    fmt: str
+    extra: dict[str, Any]
+    started_seq: int | None = None
+
+    async def started(self) -> None:
+        seqs = await self.audit.append([self._entry(None, "started", complete=False)])
+        self.started_seq = seqs[0] if seqs else None
+
+    async def finished(self, rows: int) -> None:
+        await self.audit.append([self._entry(rows, "finished", complete=True)])
+
+    async def cut_short(self, rows_sent: int, reason: str) -> None:
+        more = {"rows_sent": rows_sent, "reason": reason}
+        await self.audit.append([self._entry(None, "cut short", complete=False, more=more)])
+
+    def _entry(
+        self, rows: int | None, stage: str, *, complete: bool, more: dict[str, Any] | None = None
+    ) -> AuditEntry:
+        extra = {**self.extra, "stage": stage, **(more or {})}
+        if self.started_seq is not None:
+            extra["started_seq"] = self.started_seq
+        return exported_entry(
+            self.actor,
+            self.filters,
+            self.fmt,
+            rows,
+            None,
+            room_id=None,
+            event_id=None,
+            extra=extra,
+            complete=complete,
+        )

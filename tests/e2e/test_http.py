@@ -92,8 +92,15 @@ async def test_health_metrics_and_the_audit_api(
     status, body = await get(running_bot, "/api/v1/audit/verify", headers=AUTH)
     result = json.loads(body)
     assert status == 200 and result["ok"] is True and result["rows"] > len(only)
-    exported = await wait_rows(db_url, "audit.exported", count=2)
-    assert json.loads(exported[1]["details"])["filters"] == query
+    # Each export is recorded as it starts and again when it ends (complete, with its count).
+    exported = [
+        json.loads(r["details"]) for r in await wait_rows(db_url, "audit.exported", count=4)
+    ]
+    assert [(d["stage"], d["complete"]) for d in exported] == [
+        ("started", False),
+        ("finished", True),
+    ] * 2
+    assert exported[3]["filters"] == query and exported[3]["rows"] == len(only)
 
 
 async def _set_connections(pg_server_url: str, database: str, allowed: bool) -> None:
