@@ -35,7 +35,7 @@ from bot.policy.retention import (
     retry_failed_before_ms,
 )
 from bot.policy.room_policy import RoomPolicy
-from bot.service.alerts import Alerts
+from bot.service.alerts import FORBIDDEN, RATE_LIMITED, Alerts, removal_problem_text
 from bot.service.archive import Archiver
 from bot.service.background import Backoff, Outage
 from bot.service.policy import PolicyService
@@ -146,6 +146,7 @@ class RetentionService:
         self.backlog = 0
         self.outage = Outage(log, "The retention sweep", backoff)
         self.retry_in = 0.0  # after a failed sweep, the backoff before the next attempt
+        self.rate_limit_told = False  # the management room knows removals are being paced
 
     # -- reacting to policy changes -------------------------------------------------------
 
@@ -224,6 +225,7 @@ class RetentionService:
         started = time.monotonic()
         results = [await self.sweep_room(room_id, request) for room_id in rooms]
         await self.update_backlog()
+        await self._alert_held_up(results)
         removed = sum(r.removed for r in results)
         failed = sum(r.failed for r in results)
         self.last = (
@@ -350,6 +352,28 @@ class RetentionService:
         result.removed += 1
 
     # -- helpers --------------------------------------------------------------------------
+
+    async def _alert_held_up(self, results: list[RoomSweep]) -> None:
+        """Tell the management room what held removals up, naming the real cause: paced by
+        429s (once until a sweep runs without them, SPEC 11) or refused (every sweep with
+        new refusals: that needs someone to act)."""
+        paced_rooms = [r.room_id for r in results if r.waits]
+        if paced_rooms and not self.rate_limit_told:
+            self.rate_limit_told = True
+            await self.alerts.send(
+                removal_problem_text(
+                    ", ".join(paced_rooms),
+                    RATE_LIMITED,
+                    exempt_configured=bool(self.config.homeserver.admin_token),
+                )
+            )
+        elif not paced_rooms and any(r.removed for r in results):
+            self.rate_limit_told = False
+        refused = [r.room_id for r in results if r.failed]
+        if refused:
+            await self.alerts.send(
+                removal_problem_text(", ".join(refused), FORBIDDEN, exempt_configured=False)
+            )
 
     async def paced(self, op: Callable[[], Awaitable[T]], result: RoomSweep) -> T:
         return await paced(op, on_wait=result.waited)
