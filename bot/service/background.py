@@ -22,7 +22,7 @@ class Backoff:
     """Delays after consecutive failures: `initial`, doubling, never above `cap` seconds."""
 
     initial: float = 1.0
-    cap: float = 60.0
+    cap: float = 30.0
 
     def delay(self, failures: int) -> float:
         """The wait after the `failures`-th failure in a row (1 = the first)."""

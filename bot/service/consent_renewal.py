@@ -28,7 +28,7 @@ class ConsentRenewal:
         self.consent = consent
         self.interval = interval
         # Never wait longer after a failure than the schedule would anyway.
-        self.outage = Outage(log, "The consent check", backoff or Backoff(cap=min(60.0, interval)))
+        self.outage = Outage(log, "The consent check", backoff or Backoff(cap=min(30.0, interval)))
 
     async def status_line(self) -> str:
         now = self.consent.clock.now()
