@@ -23,6 +23,8 @@ from bot.matrix.gateway import MatrixGateway
 from bot.policy.command_gate import gate_command
 from bot.policy.command_line import CommandSyntaxError, split_command, strip_prefix
 from bot.service.access import AccessService
+from bot.service.observers import BatchOutcome
+from bot.service.outbox import queued_notice
 
 log = logging.getLogger("chaperone.commands")
 
@@ -63,7 +65,7 @@ class CommandService:
             and strip_prefix(fact.body, self.prefix) is not None
         )
 
-    async def handle(self, fact: MessageFact) -> list[AuditEntry] | None:
+    async def handle(self, fact: MessageFact, outcome: BatchOutcome) -> list[AuditEntry] | None:
         """Run the command in `fact`; reply in the room; return its audit rows.
 
         None when `fact` is not a valid command (not one at all, unreadable, unknown, or with
@@ -77,11 +79,11 @@ class CommandService:
         try:
             line = split_command(text or "help")
         except CommandSyntaxError as e:
-            await self.reply(fact, f"⚠️ {e} — {self._help_hint()}")
+            self.reply(fact, outcome, f"⚠️ {e} — {self._help_hint()}")
             return None
         match = self.registry.match(line)
         if match is None:
-            await self.reply(fact, f"⚠️ Unknown command — {self._help_hint()}")
+            self.reply(fact, outcome, f"⚠️ Unknown command — {self._help_hint()}")
             return None
         spec, words = match
         options = dict(line.options)
@@ -95,7 +97,7 @@ class CommandService:
             # a command they may not run, and a refused command is not judged as a message.
             args = spec.parse_args(words, options)
         except CommandUsageError as e:
-            await self.reply(fact, f"⚠️ {spec.name}: {e} — {self._help_hint()}")
+            self.reply(fact, outcome, f"⚠️ {spec.name}: {e} — {self._help_hint()}")
             return None
         try:
             role = await self.access.role(target_room, fact.sender)
@@ -104,7 +106,9 @@ class CommandService:
             log.warning(
                 "Could not tell the role of a command's sender (ref %s)", ref, exc_info=True
             )
-            await self.reply(fact, f"❌ {spec.name}: could not check your role (reference {ref}).")
+            self.reply(
+                fact, outcome, f"❌ {spec.name}: could not check your role (reference {ref})."
+            )
             return []
         decision = gate_command(
             required=spec.role,
@@ -125,7 +129,7 @@ class CommandService:
         if target_room != fact.room_id:
             details["target_room"] = target_room
         if not decision.allowed:
-            await self.reply(fact, f"⛔ {spec.name}: {decision.reason}.")
+            self.reply(fact, outcome, f"⛔ {spec.name}: {decision.reason}.")
             return [
                 AuditEntry(
                     action="command.denied",
@@ -145,20 +149,20 @@ class CommandService:
         )
         try:
             reply = await spec.handler(ctx, args)
-            outcome = "ok"
+            result = "ok"
         except CommandUsageError as e:
-            reply, outcome = f"⚠️ {spec.name}: {e} — {self._help_hint()}", "bad-arguments"
+            reply, result = f"⚠️ {spec.name}: {e} — {self._help_hint()}", "bad-arguments"
         except Exception:
             ref = secrets.token_hex(4).upper()
             log.exception("Command %s failed (ref %s)", spec.name, ref)
             reply = f"❌ {spec.name} failed because of an internal error (reference {ref})."
-            outcome = f"error {ref}"
-        await self.reply(fact, reply)
-        if outcome == "ok":
+            result = f"error {ref}"
+        self.reply(fact, outcome, reply)
+        if result == "ok":
             details["args"] = _masked(words, options, spec.secret_options)
         return [
             AuditEntry(
-                action="command.executed", details={**details, "outcome": outcome}, **audit_base
+                action="command.executed", details={**details, "outcome": result}, **audit_base
             )
         ]
 
@@ -179,12 +183,9 @@ class CommandService:
             raise CommandUsageError("room: the bot does not manage that room; name one it is in")
         return target
 
-    async def reply(self, fact: MessageFact, text: str) -> None:
-        try:
-            await self.effects.notice(fact.room_id, text)
-        except Exception:
-            ref = secrets.token_hex(4).upper()
-            log.exception("Could not reply in %s (ref %s)", fact.room_id, ref)
+    def reply(self, fact: MessageFact, outcome: BatchOutcome, text: str) -> None:
+        """Queue the reply: it goes out once the command's batch committed, exactly once."""
+        outcome.effects.append(queued_notice(fact.room_id, text, cause=f"reply:{fact.event_id}"))
 
 
 def _masked(

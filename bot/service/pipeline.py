@@ -367,7 +367,7 @@ class EventPipeline:
         if await self.audit.exists(fact.event_id, "message.sent"):
             return
         if self.commands.is_command(fact):
-            entries = await self.commands.handle(fact)
+            entries = await self.commands.handle(fact, outcome)
             if entries is not None:
                 outcome.entries += entries
                 return

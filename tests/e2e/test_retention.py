@@ -330,7 +330,9 @@ async def test_purge_method_deletes_old_history_from_the_server(
         await bot.stop()
 
 
-async def registered_client(server: SynapseServer, prefix: str) -> ClientAPI:
+async def registered_client(
+    server: SynapseServer, prefix: str, *, admin: bool = False
+) -> ClientAPI:
     """A plain client from shared-secret registration, which hands out a token: no login, so
     the rate-limited server's login limit (other tests use it up) does not apply."""
     name = f"{prefix}-{secrets.token_hex(5)}"
@@ -340,8 +342,15 @@ async def registered_client(server: SynapseServer, prefix: str) -> ClientAPI:
         async with session.get(url) as resp:
             nonce = (await resp.json())["nonce"]
         mac = hmac.new(server.shared_secret.encode(), digestmod=hashlib.sha1)
-        mac.update(f"{nonce}\0{name}\0{password}\0notadmin".encode())
-        body = {"nonce": nonce, "username": name, "password": password, "mac": mac.hexdigest()}
+        role = "admin" if admin else "notadmin"
+        mac.update(f"{nonce}\0{name}\0{password}\0{role}".encode())
+        body = {
+            "nonce": nonce,
+            "username": name,
+            "password": password,
+            "mac": mac.hexdigest(),
+            "admin": admin,
+        }
         async with session.post(url, json=body) as resp:
             data = await resp.json()
     return ClientAPI(UserID(data["user_id"]), base_url=server.base_url, token=data["access_token"])
