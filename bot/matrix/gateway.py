@@ -7,7 +7,6 @@ import base64
 import hashlib
 import logging
 import os
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -50,7 +49,7 @@ from bot.db.database import Databases
 from bot.db.identity import IdentityStore
 from bot.matrix.facts import trust_name
 from bot.matrix.ratelimit import PacedHTTPAPI, retry_rate_limited
-from bot.policy.storable import storable_text
+from bot.policy.withheld import WithheldKeys
 
 log = logging.getLogger("chaperone.matrix")
 
@@ -135,18 +134,6 @@ class TokenBox:
             return None
 
 
-@dataclass(frozen=True)
-class WithheldKey:
-    sender: str
-    sender_key: str | None
-    code: str
-
-
-WITHHELD_KEPT = 10_000
-SESSION_ID_MAX = 256
-WITHHELD_CODE_MAX = 64
-
-
 class MatrixGateway:
     def __init__(
         self,
@@ -171,8 +158,7 @@ class MatrixGateway:
         self.machine: OlmMachine | None = None
         self._filter_id: str | None = None
         self._tokens = TokenBox(config.encryption.pickle_key)
-        # session_id -> who said they withheld it; bounded, oldest forgotten first.
-        self._withheld: OrderedDict[str, WithheldKey] = OrderedDict()
+        self.withheld = WithheldKeys()
         self._creators: dict[str, dict[str, Any]] = {}  # room_id -> create sender/additional
         self._state_locks: dict[str, asyncio.Lock] = {}
 
@@ -277,42 +263,15 @@ class MatrixGateway:
         )
 
     async def _on_withheld(self, evt: Any) -> None:
-        """Note an `m.room_key.withheld`. Anyone can send one naming any session: it counts
-        only once it matches the event's own sender (see withheld_code)."""
+        """Note an `m.room_key.withheld`; it counts only if it matches the event's own sender
+        (bot.policy.withheld)."""
         content = evt.content
-        session_id = getattr(content, "session_id", None)
-        if not isinstance(session_id, str) or not 0 < len(session_id) <= SESSION_ID_MAX:
-            return
-        code = getattr(content, "code", None)
-        sender_key = getattr(content, "sender_key", None)
-        self._withheld[session_id] = WithheldKey(
-            sender=str(evt.sender),
-            sender_key=sender_key if isinstance(sender_key, str) else None,
-            code=storable_text(str(code))[:WITHHELD_CODE_MAX] if code else "unknown",
+        self.withheld.note(
+            str(evt.sender),
+            getattr(content, "session_id", None),
+            getattr(content, "sender_key", None),
+            getattr(getattr(content, "code", None), "value", None),
         )
-        self._withheld.move_to_end(session_id)
-        while len(self._withheld) > WITHHELD_KEPT:
-            self._withheld.popitem(last=False)
-
-    def withheld_code(self, raw: dict[str, Any]) -> str | None:
-        """The code under which this encrypted event's key was withheld from the bot, counted
-        only when the notice came from the event's own sender (the homeserver vouches for the
-        to-device sender) for the same sender key; anyone else's notice is ignored."""
-        content = raw.get("content")
-        session_id = content.get("session_id") if isinstance(content, dict) else None
-        notice = self._withheld.get(session_id) if isinstance(session_id, str) else None
-        if notice is None or content is None:
-            return None
-        event_key = content.get("sender_key")
-        if notice.sender != raw.get("sender") or (
-            notice.sender_key and isinstance(event_key, str) and notice.sender_key != event_key
-        ):
-            log.info(
-                "Ignored a key-withheld notice from %s for a session it does not own",
-                notice.sender,
-            )
-            return None
-        return notice.code
 
     # -- sync -------------------------------------------------------------------------------
 

@@ -131,7 +131,7 @@ async def test_a_forged_key_withheld_notice_cannot_blind_the_bot(
         assert "Managed rooms" in reply.content.body
         assert await audit_rows(db_url, "decryption.failed") == []
         probe = {"sender": admin.user_id, "content": {"session_id": session.id}}
-        assert bot.app.gateway.withheld_code(probe) is None
+        assert bot.app.gateway.withheld.code_for(probe) is None
 
 
 async def test_what_is_not_text_is_judged_too(
