@@ -172,3 +172,26 @@ async def test_sigkill_between_commit_and_effect_neither_loses_nor_repeats_one(
         proc.cleanup()
         for api in (bot_api, staff, patient, admin):
             await api.api.session.close()
+
+
+async def test_with_an_admin_token_the_bot_lifts_its_own_rate_limits(
+    synapse_rate_limited: SynapseServer, db_url: str, tmp_path: Path
+) -> None:
+    env, (bot_api, staff, patient, admin) = await rate_limited_env(
+        synapse_rate_limited, db_url, tmp_path
+    )
+    env.write_config(homeserver__admin_token=admin.api.token)
+    running = await RunningBot(env.config).start()
+    url = (
+        f"{synapse_rate_limited.base_url}/_synapse/admin/v1/users/{bot_api.mxid}"
+        "/override_ratelimit"
+    )
+    try:
+        async with aiohttp.ClientSession() as session:
+            headers = {"Authorization": f"Bearer {admin.api.token}"}
+            async with session.get(url, headers=headers) as resp:
+                assert await resp.json() == {"messages_per_second": 0, "burst_count": 0}
+    finally:
+        await running.stop()
+        for api in (bot_api, staff, patient, admin):
+            await api.api.session.close()
