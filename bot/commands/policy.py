@@ -30,7 +30,10 @@ def value_expected(field: str, retention_minimum: int) -> str:
     """What `policy set <field>` takes, for the error that must not repeat the value given."""
     if field == "retention":
         longest = f"{MAX_SECONDS // UNITS['y']}y"  # Matrix's JSON stops at 2^53-1 ms
-        return f"expected off or a duration from {format_duration(retention_minimum)} to {longest}"
+        return (
+            f"expected off or a duration of at least {format_duration(retention_minimum)} "
+            f"(the configured minimum) and at most {longest}"
+        )
     forms = {"consent": "required or off", "enforcement": "one of redact, warn, audit"}
     return f"expected {forms.get(field, 'on or off')}"
 
