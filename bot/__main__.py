@@ -4,22 +4,39 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import os
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from bot.config import Config, ConfigError, check_warnings, load_config
+from bot.config import Config, ConfigError, HttpConfig, check_warnings, load_config
+
+DEFAULT_HEALTH_URL = f"http://{HttpConfig().listen}/health"
+"""`/health` at `http.listen`'s default, for `chaperone healthcheck` in the image."""
 
 
 def _load(path: str) -> Config:
+    if not os.path.exists(path):
+        # The first thing a new container says: name the command that creates the file.
+        print(
+            f"{path}: no such file; create it with: chaperone init-config {path}", file=sys.stderr
+        )
+        raise SystemExit(2)
     try:
-        return load_config(path)
+        config = load_config(path)
     except ConfigError as e:
         print(f"{path}: invalid configuration:", file=sys.stderr)
         for problem in e.problems:
             print(f"  {problem}", file=sys.stderr)
         raise SystemExit(2) from None
+    if not config.database.url and importlib.util.find_spec("pgserver") is None:
+        from bot.db.database import PGSERVER_MISSING
+
+        print(f"{path}: {PGSERVER_MISSING}", file=sys.stderr)
+        raise SystemExit(2)
+    return config
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -114,6 +131,51 @@ def cmd_archive_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_init_config(args: argparse.Namespace) -> int:
+    from importlib.resources import files
+
+    target = Path(args.path)
+    text = files("bot").joinpath("config.example.yaml").read_text(encoding="utf-8")
+    try:
+        # O_EXCL: never overwrite, not even a file that appears meanwhile; 0600: it will hold
+        # secrets once filled in.
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        print(f"init-config: {target} already exists; left unchanged", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"init-config: {target}: cannot create ({e.strerror})", file=sys.stderr)
+        return 2
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    print(f"wrote {target}: replace every CHANGE_ME (or give secrets as CHAPERONE_*_FILE), then")
+    print(f"  chaperone check-config -c {target}")
+    return 0
+
+
+def cmd_healthcheck(args: argparse.Namespace) -> int:
+    import urllib.error
+    import urllib.request
+
+    url: str = args.url
+    if not url.startswith(("http://", "https://")):
+        print(f"healthcheck: --url {url}: expected an http:// or https:// URL", file=sys.stderr)
+        return 2
+    try:
+        with urllib.request.urlopen(url, timeout=args.timeout) as response:  # noqa: S310 - scheme checked above
+            status = int(response.status)
+    except urllib.error.HTTPError as e:
+        status = e.code
+    except (OSError, ValueError) as e:  # URLError, refused, timeout
+        reason = getattr(e, "reason", None) or type(e).__name__
+        print(f"healthcheck: {url}: unreachable ({reason})", file=sys.stderr)
+        return 1
+    if status != 200:
+        print(f"healthcheck: {url}: HTTP {status}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from bot.demo import run_demo
 
@@ -151,6 +213,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="room=!id:server user=@u:server action=message.sent since=2026-11-01 until=...",
     )
     export.set_defaults(func=cmd_audit_export)
+
+    init = sub.add_parser("init-config", help="write the documented example config")
+    init.add_argument("path", nargs="?", default="config.yaml", help="default: config.yaml")
+    init.set_defaults(func=cmd_init_config)
+    health = sub.add_parser("healthcheck", help="exit 0 iff /health answers 200")
+    health.add_argument("--url", default=DEFAULT_HEALTH_URL, help=f"default: {DEFAULT_HEALTH_URL}")
+    health.add_argument("--timeout", type=float, default=5.0, help="seconds (default: 5)")
+    health.set_defaults(func=cmd_healthcheck)
 
     sub.add_parser("keygen", help="print a new archive key pair").set_defaults(func=cmd_keygen)
     archive = sub.add_parser("archive", help="sealed message archive").add_subparsers(

@@ -269,6 +269,17 @@ REASSIGN OWNED BY chaperone TO chaperone_owner;
 """
 
 
+PGSERVER_MISSING = (
+    "database.url is empty, so the bot would run an embedded Postgres, but pgserver is not "
+    "installed: pip install 'matrix-chaperone[demo]' (or set database.url)"
+)
+"""One line for when the embedded Postgres is wanted but its package is not installed."""
+
+
+class EmbeddedPostgresUnavailable(RuntimeError):
+    """The embedded Postgres needs `pgserver` (the `demo` extra), which is not installed."""
+
+
 class EmbeddedPostgres:
     """A Postgres server kept under the bot's data directory, for when `database.url` is empty.
 
@@ -291,7 +302,10 @@ class EmbeddedPostgres:
     def start(self) -> str:
         """Start (or reuse) the server, create both roles and the database if missing; return
         the bot's URL (the owner's is in `owner_url`)."""
-        import pgserver
+        try:
+            import pgserver
+        except ImportError:  # production images leave it out (the `demo` extra)
+            raise EmbeddedPostgresUnavailable(PGSERVER_MISSING) from None
 
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
         server = pgserver.get_server(  # type: ignore[attr-defined]  # not in its __all__

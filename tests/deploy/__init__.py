@@ -1,0 +1,1 @@
+"""Deployment: docker/, Kubernetes manifests, and the CLI commands a container runs."""
