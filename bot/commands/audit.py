@@ -32,7 +32,7 @@ def _all_rooms(ctx: CommandContext) -> bool:
 
 
 TAIL_EXPECTED = f"expected a whole number from 1 to {TAIL_MAX}"
-TIME_EXPECTED = "expected a date or time like 2026-11-01 or 2026-11-01T09:30:00+00:00"
+TIME_EXPECTED = "expected e.g. 2026-11-01 or 2026-11-01T09:30:00+00:00 (a date or a time)"
 
 
 def _tail_count(value: str) -> int:
