@@ -188,6 +188,12 @@ class CommandService:
         outcome.effects.append(queued_notice(fact.room_id, text, cause=f"reply:{fact.event_id}"))
 
 
+def refused(entries: list[AuditEntry]) -> bool:
+    """A command its sender may not run (role, trust, encryption): the pipeline judges the
+    message like any other, so a refused command cannot carry words past the consent rules."""
+    return any(e.action == "command.denied" for e in entries)
+
+
 def _masked(
     words: tuple[str, ...], options: dict[str, str], secret: frozenset[str]
 ) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from bot.policy.audit_chain import message_hmac
 from bot.policy.membership import membership_action
 from bot.policy.storable import storable
 from bot.service.access import AccessService
-from bot.service.commands import CommandService
+from bot.service.commands import CommandService, refused
 from bot.service.failures import is_transient
 from bot.service.observers import BatchOutcome, Observer
 from bot.service.withheld import WithheldNotices
@@ -370,8 +370,10 @@ class EventPipeline:
             entries = await self.commands.handle(fact, outcome)
             if entries is not None:
                 outcome.entries += entries
-                return
-            # Not a valid command: judged like any other message (SPEC 3.3).
+                if not refused(entries):
+                    return
+            # Not a valid command, or one its sender may not run (its arguments could be
+            # free text to the room): judged like any other message (SPEC 3.3).
         for observer in self.observers:
             await observer.on_message(fact, outcome)
 

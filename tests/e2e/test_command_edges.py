@@ -34,6 +34,12 @@ async def test_free_text_behind_the_prefix_is_judged_and_never_echoed(
     unknown = await patient.send_text(room, f"!chaperone {FREE_TEXT}")
     await patient.wait_for_redaction(room, unknown)
     await bot_says(patient, room, bot_env, "Unknown command")
+    # A command the patient may not run carries words too: refused, and judged.
+    refused = await patient.send_text(
+        room, f'!chaperone consent record {patient.user_id} note="{FREE_TEXT}"'
+    )
+    await patient.wait_for_redaction(room, refused)
+    await bot_says(patient, room, bot_env, "consent record: this command needs the staff role")
 
     # A valid command is never a violation, consent agree least of all.
     agreed = await patient.send_text(room, "!chaperone consent agree")
@@ -53,7 +59,7 @@ async def test_free_text_behind_the_prefix_is_judged_and_never_echoed(
     await bot_says(staff, room, bot_env, "Commands you can use here (your role: staff)")
     await command(staff, room, bot_env, "consent list", "Consent in this room")
 
-    assert redacted(staff, room) == {smuggled, unknown, late}
+    assert redacted(staff, room) == {smuggled, unknown, refused, late}
     assert agreed not in redacted(staff, room) and plain_help not in redacted(staff, room)
     kinds = {
         r["event_id"]: details(r)["kind"]
@@ -62,6 +68,7 @@ async def test_free_text_behind_the_prefix_is_judged_and_never_echoed(
     assert kinds == {
         smuggled: "patient_without_consent",
         unknown: "patient_without_consent",
+        refused: "patient_without_consent",
         late: "outside_contact_hours",
     }
     for evt in patient.received(room) + staff.received(room):
