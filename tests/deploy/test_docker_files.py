@@ -419,3 +419,25 @@ def test_readme_commands_use_real_services_and_subcommands(compose: dict[str, An
         "pg_dump",
     ):
         assert step in readme, step
+
+
+def test_readme_first_screen_points_to_both_ways_in() -> None:
+    first_screen = "\n".join((ROOT / "README.md").read_text("utf-8").splitlines()[:25])
+    assert "./run.sh demo" in first_screen
+    assert "docker/README.md" in first_screen
+
+
+def test_scaling_doc_covers_what_the_issue_asks() -> None:
+    text = (ROOT / "docs/scaling.md").read_text("utf-8")
+    for topic in (
+        "Patroni",
+        "CloudNativePG",
+        "advisory lock follows the primary",
+        "workers",
+        "warm standby",
+        "rooms per bot",
+        "Sync size",
+        "bench/",
+        "Application-service mode",
+    ):
+        assert topic in text, topic
