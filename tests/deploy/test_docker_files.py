@@ -441,3 +441,19 @@ def test_scaling_doc_covers_what_the_issue_asks() -> None:
         "Application-service mode",
     ):
         assert topic in text, topic
+
+
+def test_readme_shell_blocks_pass_shellcheck(tmp_path: Path) -> None:
+    """The commands a newcomer pastes from docker/README.md, checked as one bash script."""
+    readme = (DOCKER / "README.md").read_text("utf-8")
+    blocks = re.findall(r"```sh\n(.*?)```", readme, re.DOTALL)
+    assert len(blocks) >= 8
+    script = tmp_path / "readme.sh"
+    script.write_text("#!/usr/bin/env bash\nset -euo pipefail\n" + "\n".join(blocks))
+    done = subprocess.run(
+        [tool("shellcheck"), "--severity=warning", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
