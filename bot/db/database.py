@@ -53,7 +53,8 @@ class Databases:
 
 def _db_args(role: str, max_size: int) -> dict[str, Any]:
     return {
-        "min_size": 1,
+        # No floor: while Postgres is down asyncpg would try (and log) refilling it each time.
+        "min_size": 0,
         "max_size": max_size,
         "server_settings": {"application_name": f"chaperone-{role}"},
         # mautrix's default calls sys.exit(26) on an asyncpg InternalClientError, which a
