@@ -9,13 +9,13 @@ from typing import Any
 import aiohttp
 import asyncpg
 from mautrix.crypto.attachments import decrypt_attachment
-from mautrix.types import EventType, RoomID, UserID
+from mautrix.types import RoomID
 
 from bot.devtools.e2ee_client import E2EEClient
 from tests.e2e.admin_helpers import ask, bot_with_management_room
 from tests.e2e.bot_env import BotEnv, RunningBot
 from tests.e2e.test_foundation import staffed_room, wait_rows
-from tests.e2e.test_late_keys import send_without_bot_key
+from tests.e2e.test_late_keys import send_withheld, send_without_bot_key
 from tests.fixtures_synapse import MakeE2EEUser
 
 ADMIN_COMMANDS = (
@@ -167,17 +167,13 @@ async def test_a_decryption_failure_is_announced_in_the_management_room(
         await patient.join(room)
         await admin.wait_for_membership(room, bot_env.bot_user, "join")
         event_id, session = await send_without_bot_key(patient, room, "you may not read this")
-        withheld = {
-            "algorithm": "m.megolm.v1.aes-sha2",
-            "room_id": room,
-            "session_id": session.id,
-            "sender_key": patient.olm.account.identity_key,
-            "code": "m.unverified",
-            "reason": "unverified",
-        }
-        await patient.client.send_to_device(
-            EventType.ROOM_KEY_WITHHELD,
-            {UserID(bot_env.bot_user): {bot.app.gateway.device_id: withheld}},
+        await send_withheld(
+            patient,
+            bot_env.bot_user,
+            bot.app.gateway.device_id,
+            room,
+            session.id,
+            patient.olm.account.identity_key,
         )
         await wait_rows(db_url, "decryption.failed", event_id=event_id)
         alert = await admin.wait_for_message(

@@ -35,6 +35,29 @@ async def send_without_bot_key(
     return str(event_id), session
 
 
+async def send_withheld(
+    sender: E2EEClient,
+    bot_user: str,
+    bot_device: str,
+    room_id: str,
+    session_id: str,
+    sender_key: str,
+    code: str = "m.unverified",
+) -> None:
+    """`m.room_key.withheld` from `sender` to the bot's device, naming `session_id`."""
+    content = {
+        "algorithm": "m.megolm.v1.aes-sha2",
+        "room_id": room_id,
+        "session_id": session_id,
+        "sender_key": sender_key,
+        "code": code,
+        "reason": "The sender has disabled encrypting to unverified devices.",
+    }
+    await sender.client.send_to_device(
+        EventType.ROOM_KEY_WITHHELD, {UserID(bot_user): {bot_device: content}}
+    )
+
+
 async def pending_count(db_url: str) -> int:
     conn = await asyncpg.connect(db_url)
     try:
@@ -77,17 +100,13 @@ async def test_a_withheld_key_fails_at_once_and_the_room_is_told(
     staff, patient, room_id = await staffed_room(bot_env, e2ee_user, running_bot)
     event_id, session = await send_without_bot_key(patient, room_id, "you may not read this")
     await wait_pending(db_url, 1)
-    withheld = {
-        "algorithm": "m.megolm.v1.aes-sha2",
-        "room_id": room_id,
-        "session_id": session.id,
-        "sender_key": patient.olm.account.identity_key,
-        "code": "m.unverified",
-        "reason": "The sender has disabled encrypting to unverified devices.",
-    }
-    bot_device = running_bot.app.gateway.device_id
-    await patient.client.send_to_device(
-        EventType.ROOM_KEY_WITHHELD, {UserID(bot_env.bot_user): {bot_device: withheld}}
+    await send_withheld(
+        patient,
+        bot_env.bot_user,
+        running_bot.app.gateway.device_id,
+        room_id,
+        session.id,
+        patient.olm.account.identity_key,
     )
     rows = await wait_rows(db_url, "decryption.failed", event_id=event_id, timeout=5)
     assert len(rows) == 1

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from mautrix.types import EventType, RoomID, UserID
+from mautrix.types import EventType, RoomID
 
 from bot.policy.audit_chain import message_hmac
 from bot.service.observers import BatchOutcome, Observer
@@ -15,7 +15,7 @@ from tests.e2e.admin_helpers import ask, bot_with_management_room
 from tests.e2e.bot_env import HMAC_KEY, BotEnv, RunningBot
 from tests.e2e.test_consent import consent_room
 from tests.e2e.test_foundation import audit_rows, staffed_room, wait_rows
-from tests.e2e.test_late_keys import send_without_bot_key
+from tests.e2e.test_late_keys import send_withheld, send_without_bot_key
 from tests.fixtures_synapse import MakeE2EEUser
 
 
@@ -111,22 +111,15 @@ async def test_a_forged_key_withheld_notice_cannot_blind_the_bot(
         await admin.send_text(management, "!chaperone help")
         session = await admin.olm.crypto_store.get_outbound_group_session(RoomID(management))
         assert session is not None
-        forged = {
-            "algorithm": "m.megolm.v1.aes-sha2",
-            "room_id": management,
-            "session_id": session.id,
-            "sender_key": admin.olm.account.identity_key,
-            "code": "m.unverified",
-            "reason": "forged",
-        }
-        await attacker.client.send_to_device(
-            EventType.ROOM_KEY_WITHHELD,
-            {UserID(bot_env.bot_user): {bot.app.gateway.device_id: forged}},
-        )
-        await attacker.client.send_to_device(
-            EventType.ROOM_KEY_WITHHELD,
-            {UserID(bot_env.bot_user): {bot.app.gateway.device_id: forged}},
-        )
+        for _ in range(2):
+            await send_withheld(
+                attacker,
+                bot_env.bot_user,
+                bot.app.gateway.device_id,
+                management,
+                session.id,
+                admin.olm.account.identity_key,
+            )
         reply = await ask(admin, management, "status", "Managed rooms", bot_env.bot_user)
         assert "Managed rooms" in reply.content.body
         assert await audit_rows(db_url, "decryption.failed") == []
@@ -156,20 +149,13 @@ async def test_what_is_not_text_is_judged_too(
         },
     )
     unreadable, session = await send_without_bot_key(patient, room, "you cannot read this")
-    await patient.client.send_to_device(
-        EventType.ROOM_KEY_WITHHELD,
-        {
-            UserID(bot_env.bot_user): {
-                running_bot.app.gateway.device_id: {
-                    "algorithm": "m.megolm.v1.aes-sha2",
-                    "room_id": room,
-                    "session_id": session.id,
-                    "sender_key": patient.olm.account.identity_key,
-                    "code": "m.unverified",
-                    "reason": "unverified",
-                }
-            }
-        },
+    await send_withheld(
+        patient,
+        bot_env.bot_user,
+        running_bot.app.gateway.device_id,
+        room,
+        session.id,
+        patient.olm.account.identity_key,
     )
     for event_id in (sticker, poll, unreadable):
         (violation,) = await wait_rows(db_url, "policy.violation", event_id=event_id)
