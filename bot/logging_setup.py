@@ -50,3 +50,34 @@ def setup_logging(level: str, secrets: Iterable[str] = ()) -> None:
     # mautrix logs decrypted events at TRACE and request bodies at DEBUG: keep both off.
     for name in ("mau", "aiohttp"):
         logging.getLogger(name).setLevel(max(logging.INFO, logging.getLevelName(level)))
+
+
+class OncePerUserFilter(logging.Filter):
+    """mautrix warns "Didn't find cross-signing key master of @user" for every message it
+    decrypts from a user without cross-signing keys: keep the first per user, drop the repeats
+    (it says nothing new; the audit row carries the sender's trust)."""
+
+    PREFIX = "Didn't find cross-signing key "
+    REMEMBERED = 10_000
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if not message.startswith(self.PREFIX):
+            return True
+        user = message.rsplit(" of ", 1)[-1]
+        if user in self._seen:
+            return False
+        if len(self._seen) >= self.REMEMBERED:
+            self._seen.clear()
+        self._seen.add(user)
+        return True
+
+
+def quiet_repeated_crypto_warnings(logger: logging.Logger) -> None:
+    """Install OncePerUserFilter on mautrix's crypto logger, once."""
+    if not any(isinstance(f, OncePerUserFilter) for f in logger.filters):
+        logger.addFilter(OncePerUserFilter())

@@ -47,6 +47,7 @@ from nacl.secret import SecretBox
 from bot.config import Config
 from bot.db.database import Databases
 from bot.db.identity import IdentityStore
+from bot.logging_setup import quiet_repeated_crypto_warnings
 from bot.matrix.facts import trust_name
 from bot.matrix.ratelimit import PacedHTTPAPI, retry_rate_limited
 from bot.policy.withheld import WithheldKeys
@@ -181,6 +182,7 @@ class MatrixGateway:
             )
             await self.crypto_store.delete()
         machine = OlmMachine(self.client, self.crypto_store, self.state_store)
+        quiet_repeated_crypto_warnings(machine.log)
         self.client.crypto = machine
         self.client.remove_dispatcher(DecryptionDispatcher)  # we decrypt ourselves, with waiting
         self.client.add_event_handler(EventType.ROOM_KEY_WITHHELD, self._on_withheld)
