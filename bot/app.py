@@ -176,6 +176,7 @@ class Chaperone:
             PostureRepo(main),
             self.rooms,
             self.pipeline.notify_committed,
+            self.access,
         )
         self.observers.append(self.posture)
         self.policy.listeners.append(self.posture.on_policy_change)

@@ -147,7 +147,7 @@ class DatabaseConfig:
 class RolesConfig:
     admins: tuple[str, ...] = ()
     staff: tuple[str, ...] = ()
-    staff_power_level: int = 50
+    staff_power_level: int | None = None  # None: room power never makes anyone staff
     allowed_servers: tuple[str, ...] = ()
 
 
@@ -338,7 +338,7 @@ def parse_config(data: object, env: Mapping[str, str], base_dir: Path) -> Config
     roles = RolesConfig(
         admins=r.listing("roles.admins", is_user_id, "a Matrix user ID like @name:server"),
         staff=r.listing("roles.staff", is_user_id, "a Matrix user ID like @name:server"),
-        staff_power_level=r.integer("roles.staff_power_level", 50, 0, 100),
+        staff_power_level=r.level_or_off("roles.staff_power_level"),
         allowed_servers=r.listing(
             "roles.allowed_servers", is_server_name, "a server name like example.org"
         ),

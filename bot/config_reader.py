@@ -189,6 +189,18 @@ class Reader:
         )
         return default
 
+    def level_or_off(self, key: str) -> int | None:
+        """A power level 0-100, or `off` (the default; YAML reads a bare off as false)."""
+        value = self.raw(key)
+        if value is None or value is False or value == "off":
+            return None
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 100:
+            return value
+        self.problem(
+            key, f"{value!r} is not allowed; expected off or a whole number from 0 to 100"
+        )
+        return None
+
     def duration(self, key: str, default: str) -> int:
         value = self.raw(key)
         try:

@@ -40,6 +40,7 @@ from mautrix.types import (
     MessageEvent,
     MessageType,
     RedactionEvent,
+    RoomCreatePreset,
     RoomEventFilter,
     RoomFilter,
     RoomID,
@@ -221,6 +222,24 @@ class E2EEClient:
             initial_state=initial_state,
             **kwargs,
         )
+        return room_id
+
+    async def create_direct_chat(
+        self, user_id: str, *, room_version: str | None = None, invite: Iterable[str] = ()
+    ) -> RoomID:
+        """A direct chat as Element's "Start chat" makes it: the ``trusted_private_chat``
+        preset (the invitee gets power 100, or becomes an additional creator in room version
+        12), ``is_direct``, encrypted, and the room recorded in this user's ``m.direct``."""
+        options: dict[str, Any] = {"preset": RoomCreatePreset.TRUSTED_PRIVATE, "is_direct": True}
+        if room_version is not None:
+            options["room_version"] = room_version
+        room_id = await self.create_room(invite=[user_id, *invite], **options)
+        try:
+            direct = dict(await self.client.get_account_data(EventType.DIRECT))
+        except MNotFound:
+            direct = {}
+        direct[user_id] = [*direct.get(user_id, []), room_id]
+        await self.client.set_account_data(EventType.DIRECT, direct)
         return room_id
 
     async def invite(self, room_id: RoomID, user_id: str) -> None:

@@ -50,6 +50,7 @@ from bot.db.identity import IdentityStore
 from bot.logging_setup import quiet_repeated_crypto_warnings
 from bot.matrix.facts import trust_name
 from bot.matrix.ratelimit import PacedHTTPAPI, retry_rate_limited
+from bot.policy.posture import creators_outrank_power_levels
 from bot.policy.withheld import WithheldKeys
 
 log = logging.getLogger("chaperone.matrix")
@@ -91,11 +92,6 @@ class SyncBatch:
     timelines: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     invites: dict[str, dict[str, Any]] = field(default_factory=dict)
     left: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-
-
-def creators_outrank_power_levels(room_version: str) -> bool:
-    """From room version 12 on, creators are above every power level (older rooms: not)."""
-    return room_version.isdigit() and int(room_version) >= 12
 
 
 class QuietClient(Client):
@@ -455,13 +451,21 @@ class MatrixGateway:
                     content = evt.content.serialize()
                     cache[room_id] = {
                         "sender": evt.sender,
-                        "additional_creators": content.get("additional_creators", []),
+                        "additional_creators": [
+                            u
+                            for u in _as_list(content.get("additional_creators"))
+                            if isinstance(u, str)
+                        ],
                         "room_version": str(content.get("room_version", "1")),
                     }
         return cache.get(room_id)
 
     async def close(self) -> None:
         await self.client.api.session.close()
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _dedupe(events: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -18,9 +18,14 @@ HISTORY_VISIBILITY = "m.room.history_visibility"
 GUEST_ACCESS = "m.room.guest_access"
 SERVER_ACL = "m.room.server_acl"
 POWER_LEVELS = "m.room.power_levels"
+CREATE = "m.room.create"
+MEMBER = "m.room.member"
 
 CHECKED_TYPES = frozenset({ENCRYPTION, JOIN_RULES, HISTORY_VISIBILITY, GUEST_ACCESS, SERVER_ACL})
-"""State event types whose change can make or clear a finding."""
+"""State event types whose own content makes or clears a finding (`after_state_event`)."""
+
+FULL_CHECK_TYPES = frozenset({POWER_LEVELS})
+"""State event types whose effect needs the whole room (members, roles): a full check."""
 
 GOOD_HISTORY = ("joined", "invited")
 _GLOB_CHARS = frozenset("*?")
@@ -36,15 +41,32 @@ class RoomState:
     guest_access: Mapping[str, Any] | None = None
     server_acl: Mapping[str, Any] | None = None
     power_levels: Mapping[str, Any] | None = None
+    create: Mapping[str, Any] | None = None
+    creator: str = ""
+    """The sender of `m.room.create`."""
+    members: Mapping[str, str] = field(default_factory=dict)
+    """User ID -> membership, from `m.room.member` events."""
 
     @classmethod
     def from_events(cls, events: Iterable[Mapping[str, Any]]) -> RoomState:
         """From raw state events (type, state_key, content), e.g. a /state response."""
         state = cls()
+        members: dict[str, str] = {}
         for evt in events:
-            if evt.get("state_key") == "" and isinstance(evt.get("content"), Mapping):
-                state = state.with_event(str(evt.get("type")), evt["content"])
-        return state
+            content, state_key, etype = evt.get("content"), evt.get("state_key"), evt.get("type")
+            if not isinstance(content, Mapping):
+                continue
+            if etype == MEMBER and isinstance(state_key, str) and state_key.startswith("@"):
+                membership = content.get("membership")
+                members[state_key] = membership if isinstance(membership, str) else "leave"
+            elif etype == CREATE and state_key == "":
+                sender = evt.get("sender")
+                state = replace(
+                    state, create=content, creator=sender if isinstance(sender, str) else ""
+                )
+            elif state_key == "":
+                state = state.with_event(str(etype), content)
+        return replace(state, members=members) if members else state
 
     def with_event(self, event_type: str, content: Mapping[str, Any]) -> RoomState:
         """This state after one state event (other types are ignored)."""
@@ -53,7 +75,8 @@ class RoomState:
             return self
         if event_type == ENCRYPTION and not content:
             return replace(self, encryption=None)  # a redacted m.room.encryption is none
-        return replace(self, **{field_name: content})
+        changes: dict[str, Any] = {field_name: content}
+        return replace(self, **changes)
 
 
 _FIELDS = {
@@ -75,6 +98,11 @@ class Finding:
     fix: str
     event_type: str
     content: Mapping[str, Any] = field(default_factory=dict)
+    outrank: int | None = None
+    """The bot must be above this level to apply the fix (Matrix lets no one lower a user
+    whose level is not below their own)."""
+    blocked: str = ""
+    """Why no power level allows the fix (e.g. a creator of a v12 room cannot be demoted)."""
 
 
 def server_of(user_id: str) -> str:
@@ -95,14 +123,117 @@ def admitted_servers(allowed_servers: Collection[str], own_server: str) -> list[
     return sorted(set(allowed_servers) | {own_server})
 
 
+def creators_outrank_power_levels(room_version: str) -> bool:
+    """From room version 12 on, creators are above every power level (older rooms: not)."""
+    return room_version.isdigit() and int(room_version) >= 12
+
+
+def creators(state: RoomState) -> frozenset[str]:
+    """The room's creators when they outrank every power level (room version 12 on), else
+    none: in older rooms a creator's power is the level `m.room.power_levels` gives them."""
+    create = state.create or {}
+    version = create.get("room_version", "1")
+    if not isinstance(version, str) or not creators_outrank_power_levels(version):
+        return frozenset()
+    extra = create.get("additional_creators")
+    listed = [u for u in extra if isinstance(u, str)] if isinstance(extra, list) else []
+    return frozenset([state.creator, *listed]) - {""}
+
+
+def _level(value: Any, default: int) -> int:
+    # Rooms before version 10 may hold levels as strings; anything else is the default.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit() and len(value) < 20:
+        return int(value)
+    return default
+
+
+def user_level(power_levels: Mapping[str, Any] | None, user_id: str) -> int:
+    """The user's level from `m.room.power_levels` (creators aside)."""
+    levels = power_levels or {}
+    users = levels.get("users")
+    default = _level(levels.get("users_default"), 0)
+    if isinstance(users, Mapping) and user_id in users:
+        return _level(users[user_id], default)
+    return default
+
+
+def power_threshold(power_levels: Mapping[str, Any]) -> int:
+    """The lowest level that holds power over the room: redacting others, kicking, banning,
+    changing state in general or any setting posture checks."""
+    levels = [_level(power_levels.get(key), 50) for key in ("redact", "kick", "ban")]
+    levels.append(_level(power_levels.get("state_default"), 50))
+    events = power_levels.get("events")
+    if isinstance(events, Mapping):
+        for event_type in (*CODE_TYPES.values(), POWER_LEVELS):
+            if event_type in events:
+                levels.append(_level(events[event_type], 50))
+    return min(levels)
+
+
+def power_holders(state: RoomState, *, exclude: Collection[str] = ()) -> dict[str, int | None]:
+    """Members (joined or invited) who hold power over the room: user ID -> their level, or
+    None for a creator of a v12 room. Without `m.room.power_levels` only creators count."""
+    room_creators = creators(state)
+    holders: dict[str, int | None] = {}
+    for user_id, membership in sorted(state.members.items()):
+        if membership not in ("join", "invite") or user_id in exclude:
+            continue
+        if user_id in room_creators:
+            holders[user_id] = None
+        elif state.power_levels is not None:
+            level = user_level(state.power_levels, user_id)
+            if level >= power_threshold(state.power_levels):
+                holders[user_id] = level
+    return holders
+
+
+def patient_power_finding(state: RoomState, patients: Mapping[str, int | None]) -> Finding | None:
+    """`patient_power`: patients (user ID -> level, None for a creator) holding power over
+    the room; the fix lowers them to 0 where a level can be lowered at all."""
+    if not patients:
+        return None
+    described = [
+        f"{u} (room creator)" if level is None else f"{u} (power {level})"
+        for u, level in sorted(patients.items())
+    ]
+    content: dict[str, Any] = dict(state.power_levels or {})
+    users = content.get("users")
+    lowered = dict(users) if isinstance(users, Mapping) else {}
+    lowered.update({u: 0 for u, level in patients.items() if level is not None})
+    content["users"] = lowered
+    levels = [level for level in patients.values() if level is not None]
+    blocked = ""
+    if len(levels) < len(patients):
+        blocked = (
+            "a creator of a version 12 room cannot be demoted: open a compliant room with "
+            "`room new` and continue there"
+        )
+    return Finding(
+        "patient_power",
+        "patients hold power over the room: " + ", ".join(described),
+        "lower their power level to 0",
+        POWER_LEVELS,
+        content,
+        outrank=max(levels) if levels else None,
+        blocked=blocked,
+    )
+
+
 def check_posture(
     state: RoomState,
     *,
     require_encryption: bool,
     allowed_servers: Collection[str],
     own_server: str,
+    patients_with_power: Mapping[str, int | None] | None = None,
 ) -> list[Finding]:
-    """Every way the room falls short of what a clinic needs, in a fixed order."""
+    """Every way the room falls short of what a clinic needs, in a fixed order.
+
+    `patients_with_power` (from `power_holders`, less staff and admins) is checked when
+    given: who is a patient is not in the room state.
+    """
     findings: list[Finding] = []
     if require_encryption and state.encryption is None:
         findings.append(
@@ -160,6 +291,10 @@ def check_posture(
                     {"allow": admitted, "deny": [], "allow_ip_literals": False},
                 )
             )
+    if patients_with_power:
+        finding = patient_power_finding(state, patients_with_power)
+        if finding is not None:
+            findings.append(finding)
     return findings
 
 
@@ -188,6 +323,8 @@ class FixPlan:
     finding: Finding
     allowed: bool
     needed: int
+    reason: str = ""
+    """Why not, when more than the state event's level is missing."""
 
 
 def required_level(power_levels: Mapping[str, Any] | None, event_type: str) -> int:
@@ -208,7 +345,16 @@ def plan_fixes(
     plans = []
     for finding in findings:
         needed = required_level(power_levels, finding.event_type)
-        plans.append(FixPlan(finding, bot_level >= needed, needed))
+        if finding.blocked:
+            plans.append(FixPlan(finding, False, needed, finding.blocked))
+        elif finding.outrank is not None and bot_level <= finding.outrank:
+            reason = (
+                f"the bot must have a higher power level than they do ({finding.outrank}; "
+                f"the bot has {bot_level}) — or open a compliant room with `room new`"
+            )
+            plans.append(FixPlan(finding, False, needed, reason))
+        else:
+            plans.append(FixPlan(finding, bot_level >= needed, needed))
     return plans
 
 
@@ -223,6 +369,7 @@ CODE_TYPES = {
     "history_visibility": HISTORY_VISIBILITY,
     "guest_access": GUEST_ACCESS,
     "server_acl": SERVER_ACL,
+    "patient_power": POWER_LEVELS,
 }
 """Each finding's code and the one state event type it depends on."""
 

@@ -28,13 +28,20 @@ def role_of(
     *,
     admins: Collection[str],
     staff: Collection[str],
-    power_level: int,
-    staff_power_level: int,
+    power_level: int = 0,
+    staff_power_level: int | None = None,
 ) -> Role:
-    """The role of `user_id` in a room, from config lists, stored staff and room power."""
+    """The role of `user_id` in a room: from who they are (config lists, stored staff).
+
+    Room power counts only when `staff_power_level` is set: Element's direct chats give the
+    invitee power 100 (room version <= 11) or make them a creator (version 12), so a patient
+    would otherwise be staff in every DM a therapist opens (SPEC 1).
+    """
     if user_id in admins:
         return Role.ADMIN
-    if user_id in staff or power_level >= staff_power_level:
+    if user_id in staff:
+        return Role.STAFF
+    if staff_power_level is not None and power_level >= staff_power_level:
         return Role.STAFF
     return Role.PATIENT
 

@@ -1,4 +1,5 @@
-"""Role resolution: config lists, stored staff and room power, fed to the pure role rule."""
+"""Role resolution: config lists and stored staff; room power only when
+`roles.staff_power_level` is set (SPEC 1)."""
 
 from __future__ import annotations
 
@@ -21,15 +22,22 @@ class AccessService:
         roles = self.config.roles
         if user_id in roles.admins:
             return Role.ADMIN
-        listed = await self._is_listed_staff(user_id)
-        power = 0 if listed else await self.gateway.power_level(room_id, user_id)
+        if await self._is_listed_staff(user_id):
+            return Role.STAFF
+        if roles.staff_power_level is None:
+            return Role.PATIENT  # the default: room power never makes anyone staff
+        power = await self.gateway.power_level(room_id, user_id)
         return role_of(
             user_id,
             admins=roles.admins,
-            staff={user_id} if listed else set(),
+            staff=(),
             power_level=power,
             staff_power_level=roles.staff_power_level,
         )
+
+    async def is_staff_or_admin(self, user_id: str) -> bool:
+        """Who a person is, regardless of any room: config admins, config or stored staff."""
+        return user_id in self.config.roles.admins or await self._is_listed_staff(user_id)
 
     async def may_invite_bot(self, user_id: str) -> bool:
         """Invites are judged before the bot is in the room, so room power cannot count."""

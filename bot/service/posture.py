@@ -22,6 +22,7 @@ from bot.matrix.gateway import MatrixGateway
 from bot.policy.posture import (
     CHECKED_TYPES,
     CODE_TYPES,
+    FULL_CHECK_TYPES,
     Finding,
     FixPlan,
     RoomState,
@@ -30,14 +31,20 @@ from bot.policy.posture import (
     is_external,
     new_codes,
     plan_fixes,
+    power_holders,
     server_of,
 )
+from bot.policy.roles import Role, role_of
 from bot.policy.room_policy import RoomPolicy
+from bot.service.access import AccessService
 from bot.service.observers import BatchOutcome, Observer
 from bot.service.pipeline import error_reference
 from bot.service.policy import PolicyService
 
 log = logging.getLogger("chaperone.posture")
+
+# A v12 creator's level, for the role rule: above any `roles.staff_power_level`.
+CREATOR_LEVEL = 10**9
 
 # Told what was committed outside a sync batch (fixes, policy changes): alerts and metrics.
 Notify = Callable[[list[AuditEntry]], Awaitable[None]]
@@ -63,8 +70,10 @@ class PostureService(Observer):
         repo: PostureRepo,
         rooms: RoomsRepo,
         notify: Notify,
+        access: AccessService,
     ) -> None:
         self.config = config
+        self.access = access
         self.gateway = gateway
         self.effects = effects
         self.audit = audit
@@ -86,8 +95,28 @@ class PostureService(Observer):
             require_encryption=policy.require_encryption,
             allowed_servers=self.allowed_servers,
             own_server=server_of(self.bot_user_id),
+            patients_with_power=await self._patients_with_power(state),
         )
         return state, findings
+
+    async def _patients_with_power(self, state: RoomState) -> dict[str, int | None]:
+        """Members holding power over the room who are patients by SPEC 1's rule (not admins,
+        not staff; with `roles.staff_power_level` set, enough power makes one staff)."""
+        roles = self.config.roles
+        patients: dict[str, int | None] = {}
+        for user_id, level in power_holders(state, exclude={self.bot_user_id}).items():
+            if await self.access.is_staff_or_admin(user_id):
+                continue
+            role = role_of(
+                user_id,
+                admins=(),
+                staff=(),
+                power_level=CREATOR_LEVEL if level is None else level,
+                staff_power_level=roles.staff_power_level,
+            )
+            if role == Role.PATIENT:
+                patients[user_id] = level
+        return patients
 
     async def report(self, room_id: str) -> PostureReport:
         state, findings = await self.evaluate(room_id)
@@ -112,7 +141,9 @@ class PostureService(Observer):
 
     async def on_state(self, raw: dict[str, Any], outcome: BatchOutcome) -> None:
         event_type = raw.get("type")
-        if event_type not in CHECKED_TYPES or raw.get("state_key") != "":
+        if raw.get("state_key") != "":
+            return
+        if event_type not in CHECKED_TYPES and event_type not in FULL_CHECK_TYPES:
             return
         room_id = str(raw.get("room_id", ""))
         previous = await self._previous(outcome, room_id)
@@ -123,6 +154,9 @@ class PostureService(Observer):
                 result = await self._full_check(room_id, None)
             else:
                 return
+        elif event_type in FULL_CHECK_TYPES:
+            # Who holds power depends on members and roles, not on this event alone.
+            result = await self._full_check(room_id, previous)
         else:
             policy = await self.policy.get(room_id)
             result = after_state_event(
@@ -275,6 +309,8 @@ def _drift_entry(
 
 
 def _power_reason(plan: FixPlan, bot_level: int) -> str:
+    if plan.reason:
+        return plan.reason
     return (
         f"needs power level {plan.needed} for {plan.finding.event_type}; the bot has {bot_level}"
     )

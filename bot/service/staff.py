@@ -66,9 +66,11 @@ class StaffService:
         lines = ["Staff:"]
         lines += [f"• {u} (roles.staff in the config)" for u in configured]
         lines += [f"• {u} (added with staff add)" for u in stored if u not in configured]
+        level = self.config.roles.staff_power_level
         lines.append(
-            f"Members with power level ≥ {self.config.roles.staff_power_level} in a room are "
-            "staff there too."
+            "Room power never makes anyone staff (roles.staff_power_level is off)."
+            if level is None
+            else f"Members with power level ≥ {level} in a room are staff there too."
         )
         return lines
 

@@ -100,7 +100,7 @@ def test_defaults_apply_when_optional_keys_are_absent(tmp_path: Path) -> None:
     assert config.homeserver.admin_token == ""
     assert config.database.url == ""
     assert config.roles.admins == ()
-    assert config.roles.staff_power_level == 50
+    assert config.roles.staff_power_level is None  # off: room power never makes staff
     assert config.roles.allowed_servers == ()
     assert config.defaults.consent == "required"
     assert config.defaults.enforcement == "redact"
@@ -253,8 +253,10 @@ def test_every_problem_is_listed_at_once() -> None:
         ({"roles__staff": [7]}, "roles.staff[0]", "user ID"),
         ({"roles__staff_power_level": 101}, "roles.staff_power_level", "from 0 to 100"),
         ({"roles__staff_power_level": -1}, "roles.staff_power_level", "from 0 to 100"),
-        ({"roles__staff_power_level": "50"}, "roles.staff_power_level", "whole number"),
+        ({"roles__staff_power_level": "50"}, "roles.staff_power_level", "expected off or"),
         ({"roles__staff_power_level": True}, "roles.staff_power_level", "whole number"),
+        ({"roles__staff_power_level": "on"}, "roles.staff_power_level", "expected off or"),
+        ({"roles__staff_power_level": 50.5}, "roles.staff_power_level", "whole number"),
         ({"roles__allowed_servers": ["bad server"]}, "roles.allowed_servers[0]", "server name"),
         ({"defaults__consent": "maybe"}, "defaults.consent", "required, off"),
         ({"defaults__consent": True}, "defaults.consent", "required, off"),
@@ -323,6 +325,10 @@ def test_each_invalid_value_is_one_problem_naming_its_key(
             lambda c: c.roles.allowed_servers == ("clinic.test", "[::1]:8448"),
         ),
         ({"bot__management_room": "!abcdef:clinic.test"}, lambda c: True),
+        ({"roles__staff_power_level": "off"}, lambda c: c.roles.staff_power_level is None),
+        ({"roles__staff_power_level": False}, lambda c: c.roles.staff_power_level is None),
+        ({"roles__staff_power_level": 0}, lambda c: c.roles.staff_power_level == 0),
+        ({"roles__staff_power_level": 100}, lambda c: c.roles.staff_power_level == 100),
         ({"homeserver__url": "http://127.0.0.1:8008/"}, lambda c: True),
     ],
 )
@@ -331,10 +337,15 @@ def test_accepted_forms(changes: dict[str, Any], check: Any, tmp_path: Path) -> 
 
 
 def test_yaml_bare_off_and_on_are_understood(tmp_path: Path) -> None:
-    text = yaml.safe_dump(config_with(defaults=None))
+    text = yaml.safe_dump(config_with(defaults=None, roles=None))
     path = tmp_path / "config.yaml"
-    path.write_text(text + "defaults:\n  retention: off\n  consent: off\n  legal_hold: on\n")
+    path.write_text(
+        text
+        + "defaults:\n  retention: off\n  consent: off\n  legal_hold: on\n"
+        + "roles:\n  staff_power_level: off\n"
+    )
     config = load_config(path, env={})
+    assert config.roles.staff_power_level is None
     assert config.defaults.retention_seconds is None
     assert config.defaults.consent == "off"
     assert config.defaults.legal_hold is True

@@ -12,9 +12,12 @@ from bot.policy.posture import (
     RoomState,
     after_state_event,
     check_posture,
+    creators,
     is_external,
     new_codes,
     plan_fixes,
+    power_holders,
+    power_threshold,
     required_level,
 )
 
@@ -255,3 +258,129 @@ def test_after_state_event_judges_the_event_itself(
         allowed_servers=(),
         own_server="localhost",
     ) == (new, now)
+
+
+# -- patient_power (SPEC 1, 6) ----------------------------------------------------------------
+
+THERAPIST, PATIENT, BOT = "@therapist:x", "@patient:x", "@bot:x"
+V10_DM_LEVELS: dict[str, Any] = {
+    "users": {THERAPIST: 100, PATIENT: 100},
+    "users_default": 0,
+    "events": {"m.room.power_levels": 100, "m.room.history_visibility": 100},
+    "state_default": 50,
+    "redact": 50,
+    "kick": 50,
+    "ban": 50,
+}
+
+
+def dm_state(version: str, *, patient: str = "invite") -> RoomState:
+    """A direct chat as Element creates it (`trusted_private_chat`), the bot invited later."""
+    create: dict[str, Any] = {"room_version": version}
+    levels: dict[str, Any] = dict(V10_DM_LEVELS)
+    if version == "12":
+        create["additional_creators"] = [PATIENT]
+        levels = {**levels, "users": {}}  # v12 creators are not listed
+    events = [
+        {"type": "m.room.create", "state_key": "", "sender": THERAPIST, "content": create},
+        {"type": "m.room.power_levels", "state_key": "", "content": levels},
+        {"type": "m.room.member", "state_key": THERAPIST, "content": {"membership": "join"}},
+        {"type": "m.room.member", "state_key": PATIENT, "content": {"membership": patient}},
+        {"type": "m.room.member", "state_key": BOT, "content": {"membership": "join"}},
+    ]
+    return RoomState.from_events(events)
+
+
+@pytest.mark.parametrize(
+    ("version", "expected"),
+    [("10", {THERAPIST: 100, PATIENT: 100}), ("12", {THERAPIST: None, PATIENT: None})],
+)
+def test_power_holders_in_an_element_dm(version: str, expected: dict[str, Any]) -> None:
+    assert power_holders(dm_state(version), exclude={BOT}) == expected
+
+
+def test_members_who_left_hold_no_power_that_matters() -> None:
+    assert power_holders(dm_state("10", patient="leave"), exclude={BOT}) == {THERAPIST: 100}
+
+
+@pytest.mark.parametrize(
+    ("levels", "expected"),
+    [
+        ({}, 50),
+        ({"redact": 0}, 0),  # anyone may redact others: any patient holds power
+        ({"kick": 20, "ban": 30}, 20),
+        ({"state_default": 10}, 10),
+        ({"events": {"m.room.join_rules": 5, "m.room.topic": 0}}, 5),  # topic is harmless
+        ({"redact": "25"}, 25),  # pre-v10 rooms may hold strings
+        ({"redact": True, "kick": [1]}, 50),  # junk counts as the default
+    ],
+)
+def test_power_threshold(levels: dict[str, Any], expected: int) -> None:
+    assert power_threshold(levels) == expected
+
+
+def test_users_default_counts_for_members_not_listed() -> None:
+    state = RoomState(
+        power_levels={"users_default": 50},
+        members={PATIENT: "join"},
+    )
+    assert power_holders(state) == {PATIENT: 50}
+
+
+def test_hostile_create_content_makes_no_creator() -> None:
+    events = [
+        {
+            "type": "m.room.create",
+            "state_key": "",
+            "sender": THERAPIST,
+            "content": {"room_version": "12", "additional_creators": f"x{PATIENT}x"},
+        },
+        {"type": "m.room.member", "state_key": PATIENT, "content": {"membership": "join"}},
+        {"type": "m.room.member", "state_key": "not-a-user", "content": {"membership": "join"}},
+    ]
+    state = RoomState.from_events(events)
+    assert creators(state) == {THERAPIST}
+    assert state.members == {PATIENT: "join"}
+
+
+def patient_findings(state: RoomState, patients: dict[str, Any]) -> list[Any]:
+    return check_posture(
+        state,
+        require_encryption=False,
+        allowed_servers=(),
+        own_server="x",
+        patients_with_power=patients,
+    )
+
+
+def test_patient_with_level_100_can_be_lowered_only_by_a_higher_bot() -> None:
+    state = dm_state("10")
+    [finding] = [f for f in patient_findings(state, {PATIENT: 100}) if f.code == "patient_power"]
+    assert "@patient:x (power 100)" in finding.problem
+    assert finding.event_type == "m.room.power_levels"
+    assert finding.content["users"] == {THERAPIST: 100, PATIENT: 0}
+    assert finding.content["events"] == V10_DM_LEVELS["events"]  # the rest is kept
+    [plan] = plan_fixes([finding], bot_level=100, power_levels=state.power_levels)
+    assert not plan.allowed and "higher power level than they do (100" in plan.reason
+    assert "room new" in plan.reason
+    [plan] = plan_fixes([finding], bot_level=0, power_levels=state.power_levels)
+    assert not plan.allowed
+    # A moderator patient under a bot at 100 can be lowered.
+    [finding] = [f for f in patient_findings(state, {PATIENT: 50}) if f.code == "patient_power"]
+    [plan] = plan_fixes([finding], bot_level=100, power_levels=state.power_levels)
+    assert plan.allowed and plan.needed == 100 and not plan.reason
+
+
+def test_v12_creator_patient_cannot_be_demoted_use_room_new() -> None:
+    state = dm_state("12")
+    [finding] = [f for f in patient_findings(state, {PATIENT: None}) if f.code == "patient_power"]
+    assert "@patient:x (room creator)" in finding.problem
+    [plan] = plan_fixes([finding], bot_level=10**9, power_levels=state.power_levels)
+    assert not plan.allowed
+    assert "cannot be demoted" in plan.reason and "`room new`" in plan.reason
+
+
+def test_no_patients_no_finding() -> None:
+    assert "patient_power" not in [f.code for f in patient_findings(dm_state("12"), {})]
+    # Without the patients given (a single state event judged alone), nothing is claimed.
+    assert "patient_power" not in codes(dm_state("12"))

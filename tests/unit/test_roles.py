@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.matrix.gateway import creators_outrank_power_levels
+from bot.policy.posture import creators_outrank_power_levels
 from bot.policy.roles import Role, role_of, trust_meets
 
 ADMINS = {"@admin:x"}
@@ -10,17 +10,35 @@ STAFF = {"@staff:x"}
 
 
 @pytest.mark.parametrize(
-    ("user", "power", "expected"),
+    ("user", "power", "staff_power_level", "expected"),
     [
-        ("@admin:x", 0, Role.ADMIN),
-        ("@staff:x", 0, Role.STAFF),
-        ("@mod:x", 50, Role.STAFF),
-        ("@someone:x", 49, Role.PATIENT),
+        ("@admin:x", 0, None, Role.ADMIN),
+        ("@staff:x", 0, None, Role.STAFF),
+        # Off (the default): room power never makes anyone staff, not even a creator's.
+        ("@mod:x", 50, None, Role.PATIENT),
+        ("@dm-invitee:x", 100, None, Role.PATIENT),
+        ("@v12-creator:x", 10**9, None, Role.PATIENT),
+        # Set: enough power in the room makes one staff there.
+        ("@mod:x", 50, 50, Role.STAFF),
+        ("@someone:x", 49, 50, Role.PATIENT),
+        ("@anyone:x", 0, 0, Role.STAFF),
+        ("@staff:x", 0, 100, Role.STAFF),
+        ("@admin:x", 100, 50, Role.ADMIN),
     ],
 )
-def test_role_of(user: str, power: int, expected: Role) -> None:
-    got = role_of(user, admins=ADMINS, staff=STAFF, power_level=power, staff_power_level=50)
+def test_role_of(user: str, power: int, staff_power_level: int | None, expected: Role) -> None:
+    got = role_of(
+        user,
+        admins=ADMINS,
+        staff=STAFF,
+        power_level=power,
+        staff_power_level=staff_power_level,
+    )
     assert got == expected
+
+
+def test_role_of_defaults_ignore_power() -> None:
+    assert role_of("@x:x", admins=ADMINS, staff=STAFF) == Role.PATIENT
 
 
 @pytest.mark.parametrize(
