@@ -21,6 +21,7 @@ upgrade_table = UpgradeTable(
 from . import v01_initial, v02_consent, v03_retention, v04_admin  # noqa: E402, I001
 from . import v05_keyed_audit  # noqa: E402, I001
 from . import v06_outbox  # noqa: E402, I001
+from . import v07_verification  # noqa: E402, I001
 
 __all__ = [
     "upgrade_table",
@@ -30,4 +31,5 @@ __all__ = [
     "v04_admin",
     "v05_keyed_audit",
     "v06_outbox",
+    "v07_verification",
 ]
