@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any, cast
 
 import asyncpg
+import orjson
 from mautrix.util.async_db import Connection, Database
 from mautrix.util.async_db.database import conn_var
 
@@ -94,6 +95,15 @@ class ChainHead:
     ts: datetime
 
 
+def _loads(text: str) -> Any:
+    """json.loads, three times faster: orjson reads JSON to the same values; what it refuses
+    (integers beyond 64 bits) json reads."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
 def _record(row: Mapping[str, Any]) -> AuditRecord:
     details = row["details"]
     return AuditRecord(
@@ -104,7 +114,7 @@ def _record(row: Mapping[str, Any]) -> AuditRecord:
         room_id=row["room_id"],
         event_id=row["event_id"],
         subject=row["subject"],
-        details=json.loads(details) if isinstance(details, str) else dict(details),
+        details=_loads(details) if isinstance(details, str) else dict(details),
         prev_hash=row["prev_hash"],
         hash=row["hash"],
     )

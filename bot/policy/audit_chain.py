@@ -16,7 +16,10 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
+
+import orjson
 
 RECORD_FIELDS = (
     "seq",
@@ -61,14 +64,32 @@ def format_ts(ts: datetime) -> str:
     if ts.tzinfo is None or ts.utcoffset() is None:
         # A naive time would hash differently depending on the machine's zone.
         raise ValueError("audit timestamps must be timezone-aware")
-    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    utc = ts if ts.tzinfo is UTC else ts.astimezone(UTC)
+    # isoformat is twice as fast as strftime (verify formats every row); same text.
+    return utc.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+# Made once: json.dumps with options builds a new encoder on every call (verify calls it for
+# every row).
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
 
 
 def canonical_json(value: Any) -> str:
     """Sorted keys, no whitespace, non-ASCII kept as is; NaN and Infinity refused."""
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    )
+    return _CANONICAL.encode(value)
+
+
+def _fast_canonical_json(value: Any) -> bytes | None:
+    """The same bytes as canonical_json, UTF-8, about ten times faster (orjson), for what
+    verify reads back: everything but floats below 1e-4, which orjson writes as 0.00001 where
+    json writes 1e-05 (the hash then differs and the caller falls back). None for what orjson
+    refuses (integers beyond 64 bits)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        return None
 
 
 def canonical_content(
@@ -81,8 +102,11 @@ def canonical_content(
     subject: str | None,
     details: Mapping[str, Any],
     prev_hash: str,
+    *,
+    fast: bool = False,
 ) -> bytes:
-    """The bytes a row's hash covers: its fields as canonical JSON, UTF-8."""
+    """The bytes a row's hash covers: its fields as canonical JSON, UTF-8. With `fast`,
+    possibly another encoding of the same fields (see _fast_canonical_json)."""
     content = {
         "seq": seq,
         "ts": format_ts(ts),
@@ -94,7 +118,8 @@ def canonical_content(
         "details": details,
         "prev_hash": prev_hash,
     }
-    return canonical_json(content).encode("utf-8")
+    encoded = _fast_canonical_json(content) if fast else None
+    return encoded if encoded is not None else canonical_json(content).encode("utf-8")
 
 
 def _key_bytes(key: bytes | str) -> bytes:
@@ -119,7 +144,14 @@ def compute_hash(prev_hash: str, content: bytes, key: bytes | None = None) -> st
     data = prev_hash.encode("ascii") + content
     if key is None:
         return hashlib.sha256(data).hexdigest()
-    return hmac.new(key, data, hashlib.sha256).hexdigest()
+    mac = _keyed(key).copy()  # the key schedule once, not per row
+    mac.update(data)
+    return mac.hexdigest()
+
+
+@lru_cache(maxsize=8)
+def _keyed(key: bytes) -> hmac.HMAC:
+    return hmac.new(key, digestmod=hashlib.sha256)
 
 
 def build_record(
@@ -154,8 +186,10 @@ def build_record(
     return replace(unhashed, hash=record_hash(unhashed, key))
 
 
-def record_hash(record: AuditRecord, key: bytes | None = None) -> str:
-    """The hash `record` ought to carry under chain key `key` (None: unkeyed SHA-256)."""
+def record_hash(record: AuditRecord, key: bytes | None = None, *, fast: bool = False) -> str:
+    """The hash `record` ought to carry under chain key `key` (None: unkeyed SHA-256).
+    With `fast`, a cheaper encoding that gives the same hash for almost every row; a mismatch
+    then proves nothing until the exact form is tried."""
     content = canonical_content(
         record.seq,
         record.ts,
@@ -166,6 +200,7 @@ def record_hash(record: AuditRecord, key: bytes | None = None) -> str:
         record.subject,
         record.details,
         record.prev_hash,
+        fast=fast,
     )
     return compute_hash(record.prev_hash, content, key)
 
@@ -198,10 +233,14 @@ class ChainVerifier:
         self.rows += 1
         if self.first_broken_seq is not None:
             return False
+        key = self._key_for(record.seq)
         if (
             record.seq != self._expected_seq
             or record.prev_hash != self._expected_prev
-            or not hmac.compare_digest(record.hash, record_hash(record, self._key_for(record.seq)))
+            or not (
+                hmac.compare_digest(record.hash, record_hash(record, key, fast=True))
+                or hmac.compare_digest(record.hash, record_hash(record, key))
+            )
         ):
             self.first_broken_seq = record.seq
             return False

@@ -15,9 +15,12 @@ from bot.policy.audit_chain import (
     GENESIS_HASH,
     AuditRecord,
     ChainVerifier,
+    _fast_canonical_json,
     build_record,
     canonical_content,
+    canonical_json,
     compute_hash,
+    derive_chain_key,
     first_broken,
     message_hmac,
     record_hash,
@@ -215,3 +218,37 @@ def test_any_single_field_change_is_caught_at_that_row(index: int, field: str, v
         return
     chain[index] = dataclasses.replace(original, **{field: value})  # type: ignore[arg-type]
     assert first_broken(chain) == original.seq
+
+
+def test_verify_fast_path_accepts_rows_whose_exact_form_differs() -> None:
+    """Tiny floats (json: 1e-05, orjson: 0.00001) and integers beyond 64 bits take the exact
+    form; verify still accepts them, and still refuses a changed row."""
+    key = derive_chain_key("unit-test-hmac-key-0123456789")
+    ts = datetime(2026, 11, 1, 9, 30, tzinfo=UTC)
+    prev, records = GENESIS_HASH, []
+    for seq, details in enumerate(
+        [{"waited_seconds": 2.5e-05}, {"n": 2**70}, {"plain": "text é \u2028"}], start=1
+    ):
+        record = build_record(seq, ts, "system", "x", None, None, None, details, prev, key=key)
+        records.append(record)
+        prev = record.hash
+    verifier = ChainVerifier(key=key)
+    assert all(verifier.feed(r) for r in records)
+    changed = dataclasses.replace(records[0], details={"waited_seconds": 2.6e-05})
+    assert ChainVerifier(key=key).feed(changed) is False
+
+
+@given(
+    st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers(-(2**63), 2**63 - 1)
+        | st.text(alphabet=st.characters(codec="utf-8"), max_size=20),
+        lambda inner: (
+            st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+        ),
+        max_leaves=16,
+    )
+)
+def test_the_fast_canonical_form_is_the_exact_one_for_all_but_floats(value: object) -> None:
+    assert _fast_canonical_json(value) == canonical_json(value).encode("utf-8")
