@@ -131,6 +131,20 @@ def cmd_archive_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from bot.service.verification_cli import decide, list_waiting
+
+    config = _load(args.config)
+    if args.list:
+        print("\n".join(asyncio.run(list_waiting(config))))
+        return 0
+    confirmed = args.confirm is not None
+    row_id = args.confirm if confirmed else args.cancel
+    ok, message = asyncio.run(decide(config, row_id, confirmed))
+    print(message, file=sys.stdout if ok else sys.stderr)
+    return 0 if ok else 1
+
+
 def cmd_init_config(args: argparse.Namespace) -> int:
     from importlib.resources import files
 
@@ -213,6 +227,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="room=!id:server user=@u:server action=message.sent since=2026-11-01 until=...",
     )
     export.set_defaults(func=cmd_audit_export)
+
+    verify = with_config(
+        sub.add_parser("verify", help="interactive verification: compare and confirm the emoji")
+    )
+    choice = verify.add_mutually_exclusive_group(required=True)
+    choice.add_argument("--list", action="store_true", help="verifications waiting, with emoji")
+    choice.add_argument("--confirm", type=int, metavar="ID", help="the emoji match: complete it")
+    choice.add_argument("--cancel", type=int, metavar="ID", help="they do not: cancel it")
+    verify.set_defaults(func=cmd_verify)
 
     init = sub.add_parser("init-config", help="write the documented example config")
     init.add_argument("path", nargs="?", default="config.yaml", help="default: config.yaml")

@@ -21,7 +21,9 @@ from bot.commands import consent as consent_commands
 from bot.commands import policy as policy_commands
 from bot.commands import posture as posture_commands
 from bot.commands import retention as retention_commands
+from bot.commands import room as room_commands
 from bot.commands import staff as staff_commands
+from bot.commands import verify as verify_commands
 from bot.commands.builtin import builtin_specs
 from bot.commands.registry import CommandRegistry
 from bot.config import Config
@@ -42,8 +44,10 @@ from bot.db.rooms import RoomsRepo
 from bot.db.staff import StaffRepo
 from bot.db.sync_state import SyncState
 from bot.db.tracked_events import TrackedEvents
+from bot.db.verification import VerificationRepo
 from bot.matrix.effects import MatrixEffects
 from bot.matrix.gateway import MatrixGateway
+from bot.matrix.verification import VerificationMatrix
 from bot.metrics import Metrics
 from bot.service.access import AccessService
 from bot.service.admin_alerts import AdminAlerts
@@ -63,9 +67,11 @@ from bot.service.pipeline import EventPipeline
 from bot.service.policy import PolicyService, defaults_from
 from bot.service.posture import PostureService
 from bot.service.retention import RetentionService
+from bot.service.room_new import RoomCreator
 from bot.service.staff import StaffService
 from bot.service.sync_loop import SyncLoop
 from bot.service.tracking import Backfiller, RetentionTracker
+from bot.service.verification import VerificationService
 from bot.service.withheld import WithheldNotices
 from bot.web import BotParts, WebServer
 
@@ -94,9 +100,12 @@ class Chaperone:
             self.registry.register(spec)
         for spec in retention_commands.specs():
             self.registry.register(spec)
+        for spec in verify_commands.specs():
+            self.registry.register(spec)
         for spec in (
             *consent_commands.specs(),
             *policy_commands.specs(config.retention.minimum_seconds),
+            *room_commands.specs(),
         ):
             self.registry.register(spec)
         self.web = WebServer(config.http, self.metrics)
@@ -202,9 +211,23 @@ class Chaperone:
         )
         self.consent_renewal = ConsentRenewal(self.consent)
         self.policy.listeners.append(self.consent.on_policy_changed)
+        self.room_creator = RoomCreator(self.config, self.effects, self.access, self.audit)
         self.staff_admin = StaffService(
             self.config, self.staff, self.rooms, self.gateway, self.effects, self.audit
         )
+        # Interactive verification (SPEC 7): to-device events from mautrix, in-room ones as an
+        # observer; the operator confirms on the console (chaperone verify).
+        self.verification = VerificationService(
+            self.config,
+            VerificationMatrix(self.gateway),
+            VerificationRepo(main),
+            self.audit,
+            self.access,
+            self.alerts,
+            self.clock,
+        )
+        await self.verification.start()
+        self.observers.append(self.verification)
         management_room = self.config.bot.management_room
         self.checkpointer = AuditCheckpointer(
             self.audit,
@@ -275,6 +298,7 @@ class Chaperone:
         self.tasks.append(asyncio.create_task(self.checkpointer.run(), name="audit-checkpoint"))
         self.tasks.append(asyncio.create_task(self.backfiller.run(), name="backfill"))
         self.tasks.append(asyncio.create_task(self.consent_renewal.run(), name="consent-check"))
+        self.tasks.append(asyncio.create_task(self.verification.run(), name="verification"))
         self.tasks.append(
             asyncio.create_task(
                 self.retention.run(self.sync_loop.first_batch_done), name="retention-sweep"

@@ -25,7 +25,7 @@ from mautrix.types import (
 from olm.sas import OlmSasError, Sas
 
 from bot.matrix.gateway import MatrixGateway
-from bot.policy.sas import CANCEL, MAC_V2, REQUEST, SAS_V1, TYPES, Inbound, Outgoing
+from bot.policy.sas import CANCEL, MAC_V2, REQUEST, SAS_V1, TYPES, Inbound, Outgoing, SasFlow
 
 log = logging.getLogger("chaperone.verification")
 
@@ -137,8 +137,9 @@ class VerificationMatrix:
         )
         return None
 
-    def room_request(self, peer_user: str) -> dict[str, Any]:
-        return {
+    async def send_room_request(self, room_id: str, peer_user: str) -> str:
+        """Our in-room request (a message); its event ID is the flow's transaction."""
+        content = {
             "msgtype": REQUEST,
             "body": f"{self.gateway.user_id} is asking to verify your key; your client does not"
             " support in-chat key verification.",
@@ -146,6 +147,14 @@ class VerificationMatrix:
             "methods": [SAS_V1],
             "to": peer_user,
         }
+        event_id = await self.send(Outgoing(REQUEST, content, room_id, peer_user))
+        assert event_id is not None
+        return event_id
+
+    async def send_to_device_request(self, flow: SasFlow, now_ms: int) -> None:
+        """Our to-device request: to the named device, or to every device of the user."""
+        content = flow.request_content(now_ms)
+        await self.send(Outgoing(REQUEST, content, None, flow.peer_user, flow.peer_device or "*"))
 
     def our_keys(self) -> dict[str, str]:
         """The keys our MAC vouches for: this device's ed25519 key, and our master key."""
