@@ -223,6 +223,17 @@ class AuditLog:
         )
         return found
 
+    async def audited(self, event_ids: Sequence[str]) -> set[tuple[str, str]]:
+        """Every (event_id, action) already audited for these events: one query for a batch
+        instead of one `exists` per event."""
+        if not event_ids:
+            return set()
+        rows = await self.db.fetch(
+            "SELECT event_id, action FROM audit_log WHERE event_id = ANY($1::text[])",
+            list(event_ids),
+        )
+        return {(r["event_id"], r["action"]) for r in rows}
+
     async def tail(self, n: int, room_id: str | None = None) -> list[AuditRecord]:
         """The last `n` rows (of one room, if given), oldest first."""
         if room_id is None:

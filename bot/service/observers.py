@@ -28,6 +28,9 @@ class BatchOutcome:
     writes: list[Write] = field(default_factory=list)
     pending: list[dict[str, Any]] = field(default_factory=list)
     effects: list[QueuedEffect] = field(default_factory=list)
+    audited: set[tuple[str, str]] | None = None
+    """(event_id, action) pairs already in the audit log for the batch's events, read once at
+    its start; None: ask the log each time (events handled one by one)."""
     notes: dict[str, Any] = field(default_factory=dict)
     """Per-batch scratch space for observers (key: the observer's name), e.g. what a batch
     changed that is not committed yet; gone with the batch, so a retried batch starts clean."""

@@ -97,8 +97,10 @@ class EventPipeline:
         so handling a batch twice never repeats one. A transient error fails the batch, which
         the sync loop retries.
         """
-        outcome = BatchOutcome()
-        for raw, handle in self._steps(batch):
+        steps = list(self._steps(batch))
+        event_ids = [raw["event_id"] for raw, _ in steps if isinstance(raw.get("event_id"), str)]
+        outcome = BatchOutcome(audited=await self.audit.audited(event_ids))
+        for raw, handle in steps:
             await self._isolated(raw, outcome, handle)
         try:
             await self.commit(outcome, batch.next_batch)
@@ -197,6 +199,12 @@ class EventPipeline:
             },
         )
 
+    async def was_audited(self, outcome: BatchOutcome, event_id: str, action: str) -> bool:
+        """Whether a replayed event was already recorded (so it is not acted on twice)."""
+        if outcome.audited is not None:
+            return (event_id, action) in outcome.audited
+        return await self.audit.exists(event_id, action)
+
     async def store(self, outcome: BatchOutcome) -> None:
         """Write what handling produced: audit rows, observers' writes, events waiting for
         keys, effects for the outbox. Callers hold the transaction."""
@@ -270,7 +278,7 @@ class EventPipeline:
             if code is not None:
                 await self.undecryptable(raw, f"withheld: {code}", outcome, withheld_code=code)
                 return
-            if await self.audit.exists(raw["event_id"], "decryption.failed"):
+            if await self.was_audited(outcome, raw["event_id"], "decryption.failed"):
                 return
             outcome.pending.append(raw)
             return
@@ -298,7 +306,7 @@ class EventPipeline:
         """An encrypted event the bot will never read: `decryption.failed`, the room told when
         the sender's app withheld the key, and the consent rules judge it like any message
         (they are about who and when, not what)."""
-        if await self.audit.exists(raw["event_id"], "decryption.failed"):
+        if await self.was_audited(outcome, raw["event_id"], "decryption.failed"):
             return  # judged when it was recorded
         outcome.entries.append(self.decryption_failed(raw, reason))
         if withheld_code is not None and self.withheld_notices is not None:
@@ -364,7 +372,7 @@ class EventPipeline:
         if fact.sender == self.bot_user_id:
             return
         # A replay after a crash must not act twice on a message that was already recorded.
-        if await self.audit.exists(fact.event_id, "message.sent"):
+        if await self.was_audited(outcome, fact.event_id, "message.sent"):
             return
         if self.commands.is_command(fact):
             entries = await self.commands.handle(fact, outcome)
@@ -385,7 +393,7 @@ class EventPipeline:
             prev_membership=fact.prev_membership,
             bot_user_id=self.bot_user_id,
         )
-        if action is None or await self.audit.exists(fact.event_id, action):
+        if action is None or await self.was_audited(outcome, fact.event_id, action):
             return
         if action == "room.joined":
             await self.rooms.joined(fact.room_id, fact.sender)
