@@ -96,7 +96,16 @@ class CommandContext:
     services: Any
 
 
-Handler = Callable[[CommandContext, Mapping[str, Any]], Awaitable[str]]
+@dataclass(frozen=True)
+class Reply:
+    """A reply Element renders: `text` is the plain `body` (it must read well on its own),
+    `html` the `formatted_body`, in which every piece of user-supplied text is escaped."""
+
+    text: str
+    html: str | None = None
+
+
+Handler = Callable[[CommandContext, Mapping[str, Any]], Awaitable[str | Reply]]
 
 
 @dataclass(frozen=True)
@@ -108,11 +117,16 @@ class CommandSpec:
     positional: tuple[Arg, ...] = ()
     options: tuple[Arg, ...] = ()
     secret_options: frozenset[str] = field(default_factory=frozenset)
+    rest: Arg | None = None
+    """Words after the positional ones, each parsed by this argument (a list, maybe empty)."""
+    max_rest: int = 10
 
     @property
     def usage(self) -> str:
         parts = [self.name]
         parts += [a.usage(option=False) for a in self.positional]
+        if self.rest is not None:
+            parts.append(f"[<{self.rest.name}>..]")
         parts += [a.usage(option=True) for a in self.options]
         return " ".join(parts)
 
@@ -120,8 +134,15 @@ class CommandSpec:
         """Typed arguments, or CommandUsageError naming the argument and the expected form
         (never the text given)."""
         values: dict[str, Any] = {}
-        if len(words) > len(self.positional):
+        extra = words[len(self.positional) :]
+        if extra and self.rest is None:
             raise CommandUsageError(f"unexpected words after the command; usage: {self.usage}")
+        if self.rest is not None:
+            if len(extra) > self.max_rest:
+                raise CommandUsageError(
+                    f"at most {self.max_rest} <{self.rest.name}>; usage: {self.usage}"
+                )
+            values[self.rest.name] = [parse_value(self.rest, word) for word in extra]
         for arg, word in zip(self.positional, words, strict=False):
             values[arg.name] = parse_value(arg, word)
         for arg in self.positional[len(words) :]:

@@ -22,6 +22,8 @@ class QueuedEffect:
     txn_id: str
     kind: str  # "notice" | "redact"
     payload: Mapping[str, Any]
+    """notice: text, mentions and optionally html (the formatted_body); redact: event_id,
+    reason."""
     on_done: Sequence[Mapping[str, Any]] = ()
     """Audit rows (as dicts) recorded once the effect is done."""
 

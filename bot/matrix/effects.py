@@ -1,15 +1,16 @@
-"""The one module that changes Matrix: notices, redactions, state, kicks, uploads.
+"""The one module that changes Matrix: notices, redactions, state, kicks, uploads, new rooms.
 
-With `bot.dry_run` on, everything that would change a room (redact, state, kick) is logged and
-reported as skipped instead; notices are still sent, so operators see what would happen.
+With `bot.dry_run` on, everything that would change a room (redact, state, kick, create) is
+logged and reported as skipped instead; notices are still sent, so operators see what would
+happen.
 """
 
 from __future__ import annotations
 
-import html
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from html import escape
 from typing import Any
 
 from mautrix.api import Method, Path
@@ -20,6 +21,7 @@ from mautrix.types import (
     Format,
     MediaMessageEventContent,
     MessageType,
+    RoomCreatePreset,
     RoomID,
     TextMessageEventContent,
     UserID,
@@ -57,17 +59,24 @@ class MatrixEffects:
         text: str,
         *,
         mentions: Sequence[str] = (),
+        html: str | None = None,
         txn_id: str | None = None,
     ) -> str:
         """Send a notice (encrypted when the room is); `mentions` become pills and m.mentions.
+        `html`, when given, is the `formatted_body` as is (its maker escaped what it quotes).
         The same `txn_id` sent again returns the first event instead of a second one."""
         await self._ensure_members(room_id)
         content = TextMessageEventContent(msgtype=MessageType.NOTICE, body=text)
-        if mentions:
-            body_html = html.escape(text).replace("\n", "<br>")
+        if html is not None:
+            content.format = Format.HTML
+            content.formatted_body = html
+            if mentions:
+                content["m.mentions"] = {"user_ids": list(mentions)}
+        elif mentions:
+            body_html = escape(text).replace("\n", "<br>")
             for user_id in mentions:
-                pill = f'<a href="https://matrix.to/#/{user_id}">{html.escape(user_id)}</a>'
-                body_html = body_html.replace(html.escape(user_id), pill)
+                pill = f'<a href="https://matrix.to/#/{escape(user_id)}">{escape(user_id)}</a>'
+                body_html = body_html.replace(escape(user_id), pill)
             content.format = Format.HTML
             content.formatted_body = body_html
             content["m.mentions"] = {"user_ids": list(mentions)}
@@ -112,6 +121,38 @@ class MatrixEffects:
             state_key=state_key,
         )
         return EffectResult(True, str(event_id))
+
+    async def default_room_version(self) -> str:
+        """The room version the homeserver gives new rooms (`/capabilities`; "1" if unsaid)."""
+        caps = await self.client.api.request(Method.GET, Path.v3.capabilities)
+        versions = caps.get("capabilities", {}).get("m.room_versions", {})
+        default = versions.get("default") if isinstance(versions, dict) else None
+        return default if isinstance(default, str) else "1"
+
+    async def create_room(
+        self,
+        *,
+        room_version: str,
+        invite: Sequence[str],
+        initial_state: Sequence[dict[str, Any]],
+        power_levels: dict[str, Any],
+        name: str | None = None,
+    ) -> EffectResult:
+        """Create a room with the bot as its creator; `event_id` of the result is the room ID."""
+        if self.dry_run:
+            log.info("dry-run: would create a room and invite %d user(s)", len(invite))
+            return EffectResult(False)
+        room_id = await retry_rate_limited(
+            lambda: self.client.create_room(
+                preset=RoomCreatePreset.PRIVATE,
+                name=name,
+                invitees=[UserID(u) for u in invite],
+                initial_state=list(initial_state),
+                room_version=room_version,
+                power_level_override=power_levels,
+            )
+        )
+        return EffectResult(True, str(room_id))
 
     async def kick(self, room_id: str, user_id: str, reason: str) -> EffectResult:
         if self.dry_run:

@@ -12,6 +12,7 @@ from bot.commands.registry import (
     CommandContext,
     CommandRegistry,
     CommandUsageError,
+    Reply,
     parse_value,
     room_id_arg,
 )
@@ -147,6 +148,7 @@ class CommandService:
             in_management_room=in_management_room,
             services=self.services,
         )
+        reply: str | Reply
         try:
             reply = await spec.handler(ctx, args)
             result = "ok"
@@ -183,9 +185,13 @@ class CommandService:
             raise CommandUsageError("room: the bot does not manage that room; name one it is in")
         return target
 
-    def reply(self, fact: MessageFact, outcome: BatchOutcome, text: str) -> None:
-        """Queue the reply: it goes out once the command's batch committed, exactly once."""
-        outcome.effects.append(queued_notice(fact.room_id, text, cause=f"reply:{fact.event_id}"))
+    def reply(self, fact: MessageFact, outcome: BatchOutcome, reply: str | Reply) -> None:
+        """Queue the reply: it goes out once the command's batch committed, exactly once.
+        A `Reply` with html goes out with it as the `formatted_body` Element renders."""
+        text, html = (reply.text, reply.html) if isinstance(reply, Reply) else (reply, None)
+        outcome.effects.append(
+            queued_notice(fact.room_id, text, cause=f"reply:{fact.event_id}", html=html)
+        )
 
 
 def refused(entries: list[AuditEntry]) -> bool:

@@ -57,12 +57,16 @@ def queued_notice(
     cause: str,
     mentions: Sequence[str] = (),
     on_done: Sequence[AuditEntry] = (),
+    html: str | None = None,
 ) -> QueuedEffect:
+    payload: dict[str, Any] = {"text": text, "mentions": list(mentions)}
+    if html is not None:
+        payload["html"] = html  # the formatted_body Element renders (SPEC 7)
     return QueuedEffect(
         room_id=room_id,
         txn_id=txn_id_for(f"notice:{room_id}:{cause}"),
         kind="notice",
-        payload={"text": text, "mentions": list(mentions)},
+        payload=payload,
         on_done=[asdict(e) for e in on_done],
     )
 
@@ -207,10 +211,12 @@ class EffectsOutbox:
         payload = effect.payload
         try:
             if effect.kind == "notice":
+                html = payload.get("html")
                 return await self.effects.notice(
                     effect.room_id,
                     str(payload["text"]),
                     mentions=[str(m) for m in payload.get("mentions", [])],
+                    html=html if isinstance(html, str) else None,
                     txn_id=effect.txn_id,
                 )
             if effect.kind == "redact":

@@ -1,0 +1,52 @@
+"""HTML for replies Element renders (SPEC 7): lists, small tables, bold for what needs action,
+pills for users. Every piece of text is escaped here; callers pass plain text, never HTML."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from html import escape
+
+MATRIX_TO = "https://matrix.to/#/"
+
+
+def esc(text: object) -> str:
+    """Plain text as HTML (quotes too, so it is safe in attributes)."""
+    return escape(str(text), quote=True)
+
+
+def pill(user_id: str) -> str:
+    """A user mention Element renders as a pill."""
+    return f'<a href="{MATRIX_TO}{esc(user_id)}">{esc(user_id)}</a>'
+
+
+def link(url: str, text: str) -> str:
+    return f'<a href="{esc(url)}">{esc(text)}</a>'
+
+
+def bold(html: str) -> str:
+    return f"<strong>{html}</strong>"
+
+
+def code(text: str) -> str:
+    return f"<code>{esc(text)}</code>"
+
+
+def items(html_items: Iterable[str]) -> str:
+    """A bulleted list of HTML items (each already escaped)."""
+    return "<ul>" + "".join(f"<li>{item}</li>" for item in html_items) + "</ul>"
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A table of plain-text cells."""
+    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def paragraph(html: str) -> str:
+    return f"<p>{html}</p>"
+
+
+def plain_list(lines: Iterable[str]) -> str:
+    """The plain-text twin of `items`: one bullet a line."""
+    return "\n".join(f"• {line}" for line in lines)
