@@ -99,6 +99,11 @@ Chaperone demo is running. Nothing leaves this machine.
 Log in with Element (Element Desktop, or Element Web served locally): choose "Edit" next to
 the homeserver, enter {synapse.base_url}, then sign in as one of the users above. In the demo
 room send "{config.bot.command_prefix} help".
+
+Try a room born compliant: as the therapist, send in the demo room
+  {config.bot.command_prefix} room new {synapse.user_id("patient")} name="Therapy with the patient"
+The bot creates an encrypted, invite-only room (posture passes), invites you both and answers
+with a matrix.to link; sign in as the patient, accept the invite, and the consent terms arrive.
 Config used: {config_path}    Press Ctrl-C to stop everything.
 DEMO READY""",
             flush=True,

@@ -20,6 +20,7 @@ from bot.policy.posture import (
     power_threshold,
     required_level,
 )
+from bot.policy.room_new import matrix_to, plan_new_room, valid_room_name
 
 GOOD: dict[str, Any] = {
     "encryption": {"algorithm": MEGOLM},
@@ -384,3 +385,78 @@ def test_no_patients_no_finding() -> None:
     assert "patient_power" not in [f.code for f in patient_findings(dm_state("12"), {})]
     # Without the patients given (a single state event judged alone), nothing is claimed.
     assert "patient_power" not in codes(dm_state("12"))
+
+
+# -- room new: born compliant (SPEC 6) ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", ["10", "11", "12"])
+@pytest.mark.parametrize("allowed", [(), ("clinic.org",)])
+def test_a_new_room_passes_every_check(version: str, allowed: tuple[str, ...]) -> None:
+    plan = plan_new_room(
+        bot_user_id="@bot:clinic.org",
+        patient=PATIENT,
+        caller=THERAPIST,
+        staff=["@nurse:x", THERAPIST, PATIENT, "@bot:clinic.org"],
+        name="Sam",
+        room_version=version,
+        allowed_servers=allowed,
+    )
+    assert plan.invite == (PATIENT, THERAPIST, "@nurse:x")
+    users = plan.power_levels["users"]
+    if version == "12":
+        assert users == {THERAPIST: 50, "@nurse:x": 50}  # the creator bot is never listed
+    else:
+        assert users == {THERAPIST: 50, "@nurse:x": 50, "@bot:clinic.org": 100}
+    events = [
+        {
+            "type": "m.room.create",
+            "state_key": "",
+            "sender": "@bot:clinic.org",
+            "content": {"room_version": version},
+        },
+        {"type": "m.room.power_levels", "state_key": "", "content": plan.power_levels},
+        *plan.initial_state,
+        *(
+            {"type": "m.room.member", "state_key": u, "content": {"membership": "invite"}}
+            for u in plan.invite
+        ),
+    ]
+    state = RoomState.from_events(events)
+    holders = power_holders(state, exclude={"@bot:clinic.org"})
+    assert holders == {THERAPIST: 50, "@nurse:x": 50}  # staff moderate; the patient holds none
+    findings = check_posture(
+        state,
+        require_encryption=True,
+        allowed_servers=allowed,
+        own_server="clinic.org",
+        patients_with_power={u: v for u, v in holders.items() if u == PATIENT},
+    )
+    assert findings == []
+    # Staff cannot undo what posture checks.
+    for event_type in ("m.room.join_rules", "m.room.history_visibility", "m.room.server_acl"):
+        assert required_level(plan.power_levels, event_type) == 100
+
+
+@pytest.mark.parametrize(
+    ("name", "ok"),
+    [
+        ("Therapy with Sam", True),
+        ("n" * 255, True),
+        ("n" * 256, False),
+        ("", False),
+        ("   ", False),
+        ("line\nbreak", False),
+        ("tab\there", False),
+        ("del\x7f", False),
+        ("c1\x85", False),
+        ("lone\ud800", False),
+        ("Ünïcødé 🙂 <b>&", True),  # allowed here; escaped wherever it is shown as HTML
+    ],
+)
+def test_room_names(name: str, ok: bool) -> None:
+    assert valid_room_name(name) is ok
+
+
+def test_matrix_to_link() -> None:
+    assert matrix_to("!abc", "clinic.org") == "https://matrix.to/#/!abc?via=clinic.org"
