@@ -212,6 +212,7 @@ class Chaperone:
         self.consent_renewal = ConsentRenewal(self.consent)
         self.policy.listeners.append(self.consent.on_policy_changed)
         self.room_creator = RoomCreator(self.config, self.effects, self.access, self.audit)
+        self.posture.creations_settled = self.room_creator.settled
         self.staff_admin = StaffService(
             self.config, self.staff, self.rooms, self.gateway, self.effects, self.audit
         )

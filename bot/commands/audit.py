@@ -3,23 +3,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from bot.commands import formatting as fmt
 from bot.commands.registry import (
     USER_ID_EXPECTED,
     Arg,
     CommandContext,
     CommandSpec,
     CommandUsageError,
+    Reply,
     choice_arg,
     positive_int_arg,
     user_id_arg,
 )
+from bot.policy.audit_chain import AuditRecord
 from bot.policy.roles import Role
 from bot.service.audit_cli import FilterError, parse_filters
-from bot.service.audit_tools import TAIL_DEFAULT, TAIL_MAX, AuditTools, verify_summary
+from bot.service.audit_tools import (
+    TAIL_DEFAULT,
+    TAIL_MAX,
+    AuditTools,
+    tail_line,
+    verify_summary,
+)
 
 
 class AuditServices(Protocol):
@@ -54,11 +63,36 @@ def _filter_arg(key: str) -> Callable[[str], str]:
     return parse
 
 
-async def audit_tail(ctx: CommandContext, args: Mapping[str, Any]) -> str:
+async def audit_tail(ctx: CommandContext, args: Mapping[str, Any]) -> Reply:
     services: AuditServices = ctx.services
     n = args.get("N", TAIL_DEFAULT)
     room = None if _all_rooms(ctx) else ctx.room_id
-    return "\n".join(await services.audit_tools.tail_lines(n, room))
+    records = await services.audit_tools.audit.tail(n, room)
+    return tail_reply(records, room)
+
+
+def tail_reply(records: Sequence[AuditRecord], room_id: str | None) -> Reply:
+    """The rows as lines (plain) and as a small table (HTML); the room column only when the
+    rows are from every room."""
+    scope = f"in {room_id}" if room_id else "across all rooms"
+    if not records:
+        return Reply(f"No audit rows {scope} yet.")
+    title = f"Last {len(records)} audit row(s) {scope}:"
+    with_room = room_id is None
+    lines = [title, *(tail_line(r, with_room=with_room) for r in records)]
+    headers = ["#", "time (UTC)", "action", "by", "about", *(["room"] if with_room else [])]
+    rows = [
+        [
+            str(r.seq),
+            r.ts.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+            r.action,
+            r.actor,
+            r.subject or "",
+            *([r.room_id or ""] if with_room else []),
+        ]
+        for r in records
+    ]
+    return Reply("\n".join(lines), fmt.paragraph(fmt.esc(title)) + fmt.table(headers, rows))
 
 
 async def audit_export(ctx: CommandContext, args: Mapping[str, Any]) -> str:

@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from bot.commands import formatting as fmt
 from bot.commands.registry import (
     USER_ID_EXPECTED,
     Arg,
     CommandContext,
     CommandSpec,
     CommandUsageError,
+    Reply,
     user_id_arg,
 )
 from bot.policy.consent import TOPICS_EXPECTED, ConsentRecord, parse_max_per_day, parse_topics
@@ -122,13 +124,13 @@ async def consent_revoke(ctx: CommandContext, args: Mapping[str, Any]) -> str:
     )
 
 
-async def consent_list(ctx: CommandContext, args: Mapping[str, Any]) -> str:
+async def consent_list(ctx: CommandContext, args: Mapping[str, Any]) -> str | Reply:
     services: ConsentServices = ctx.services
     lines = await services.consent.list_room(ctx.room_id)
     version = services.consent.settings.version
     if not lines:
         return f"No patients here and no consent records (terms version {version})."
-    return "\n".join([f"Consent in this room (terms version {version}):", *lines])
+    return fmt.listing([f"Consent in this room (terms version {version}):", *lines])
 
 
 async def consent_record(ctx: CommandContext, args: Mapping[str, Any]) -> str:

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from html import escape
 
+from bot.commands.registry import Reply
+
 MATRIX_TO = "https://matrix.to/#/"
 
 
@@ -50,3 +52,31 @@ def paragraph(html: str) -> str:
 def plain_list(lines: Iterable[str]) -> str:
     """The plain-text twin of `items`: one bullet a line."""
     return "\n".join(f"• {line}" for line in lines)
+
+
+ATTENTION_MARKS = ("⚠️", "❌", "⛔", "🚨")
+ATTENTION_WORDS = ("no consent yet", "expired", "withdrawn", "revoked", "WARNING")
+
+
+def needs_action(line: str) -> bool:
+    """A line someone has to act on: shown in bold."""
+    return line.startswith(ATTENTION_MARKS) or any(w in line for w in ATTENTION_WORDS)
+
+
+def listing_html(title: str, lines: Sequence[str]) -> str:
+    """A title and a bulleted list of plain-text lines (a leading "• " dropped), the lines that
+    need action in bold."""
+    cells = []
+    for line in lines:
+        text = line[2:] if line.startswith("• ") else line
+        cells.append(bold(esc(text)) if needs_action(text) else esc(text))
+    html = paragraph(bold(esc(title)) if needs_action(title) else esc(title))
+    return html + (items(cells) if cells else "")
+
+
+def listing(lines: Sequence[str]) -> Reply:
+    """A reply whose first line is its title and the rest a list: the plain body as the lines
+    read, the HTML as a list Element renders."""
+    if not lines:
+        return Reply("")
+    return Reply("\n".join(lines), listing_html(lines[0], lines[1:]))

@@ -6,7 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from bot.commands.registry import Arg, CommandContext, CommandSpec, CommandUsageError
+from bot.commands import formatting as fmt
+from bot.commands.registry import Arg, CommandContext, CommandSpec, CommandUsageError, Reply
 from bot.policy.durations import MAX_SECONDS, UNITS, format_duration
 from bot.policy.roles import Role
 from bot.policy.room_policy import FIELDS, parse_policy_value
@@ -59,11 +60,11 @@ class PolicySetSpec(CommandSpec):
         return values
 
 
-async def policy_show(ctx: CommandContext, args: Mapping[str, Any]) -> str:
+async def policy_show(ctx: CommandContext, args: Mapping[str, Any]) -> Reply:
     services: PolicyServices = ctx.services
     policy = await services.policy.get(ctx.room_id)
     where = "this room" if ctx.room_id == ctx.reply_room_id else ctx.room_id
-    return "\n".join([f"Policy of {where}:", *policy.describe()])
+    return fmt.listing([f"Policy of {where}:", *policy.describe()])
 
 
 async def policy_set(ctx: CommandContext, args: Mapping[str, Any]) -> str:

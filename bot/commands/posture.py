@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from bot.commands.registry import CommandContext, CommandSpec
+from bot.commands import formatting as fmt
+from bot.commands.registry import CommandContext, CommandSpec, Reply
 from bot.policy.roles import Role
 from bot.service.posture import PostureService, report_lines
 
@@ -14,15 +15,15 @@ class PostureServices(Protocol):
     posture: PostureService
 
 
-async def posture_command(ctx: CommandContext, args: Mapping[str, Any]) -> str:
+async def posture_command(ctx: CommandContext, args: Mapping[str, Any]) -> Reply:
     services: PostureServices = ctx.services
-    return "\n".join(report_lines(await services.posture.report(ctx.room_id)))
+    return fmt.listing(report_lines(await services.posture.report(ctx.room_id)))
 
 
-async def posture_fix_command(ctx: CommandContext, args: Mapping[str, Any]) -> str:
+async def posture_fix_command(ctx: CommandContext, args: Mapping[str, Any]) -> Reply:
     services: PostureServices = ctx.services
     lines = await services.posture.fix(ctx.room_id, actor=ctx.sender, event_id=ctx.event_id)
-    return "\n".join(lines)
+    return fmt.listing(lines)
 
 
 def specs() -> list[CommandSpec]:
@@ -30,7 +31,8 @@ def specs() -> list[CommandSpec]:
         CommandSpec(
             "posture",
             Role.STAFF,
-            "check the room's settings: encryption, join rule, history, guests, server ACL",
+            "check the room's settings: encryption, join rule, history, guests, server ACL, "
+            "patients with power",
             posture_command,
         ),
         CommandSpec(

@@ -83,6 +83,8 @@ class PostureService(Observer):
         self.notify = notify
         self.bot_user_id = config.bot.user_id
         self.allowed_servers = config.roles.allowed_servers
+        # Set by the app to RoomCreator.settled: a room the bot is creating is judged whole.
+        self.creations_settled: Callable[[], Awaitable[None]] = _nothing
 
     # -- checking ---------------------------------------------------------------------------
 
@@ -130,6 +132,7 @@ class PostureService(Observer):
         """(new codes, codes now) from the room's current state; None when the homeserver
         could not be asked (logged with a reference, never raised: a room the bot can no
         longer read must not stop the sync loop)."""
+        await self.creations_settled()
         try:
             _, findings = await self.evaluate(room_id)
         except Exception:
@@ -294,6 +297,10 @@ class PostureService(Observer):
 
 
 _CODE_ORDER = list(CODE_TYPES)
+
+
+async def _nothing() -> None:
+    return None
 
 
 def _drift_entry(

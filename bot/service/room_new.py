@@ -4,6 +4,8 @@ consent flow), the room policy is the configured defaults until someone sets it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,6 +18,8 @@ from bot.policy.room_new import matrix_to, plan_new_room
 from bot.service.access import AccessService
 
 log = logging.getLogger("chaperone.rooms")
+
+SETTLE_SECONDS = 30.0
 
 
 class RoomRequestError(ValueError):
@@ -48,6 +52,16 @@ class RoomCreator:
         self.access = access
         self.audit = audit
         self.bot_user_id = config.bot.user_id
+        self._creating = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def settled(self, timeout: float = SETTLE_SECONDS) -> None:
+        """Wait until no room is half-created. createRoom sends the initial state after the
+        bot's join: a sync processed meanwhile (e.g. a late-decrypted command runs beside the
+        sync loop) would see the room without it and report drift that is not there."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout)
 
     async def create(
         self,
@@ -83,13 +97,20 @@ class RoomCreator:
             room_version=room_version,
             allowed_servers=allowed,
         )
-        result = await self.effects.create_room(
-            room_version=room_version,
-            invite=plan.invite,
-            initial_state=plan.initial_state,
-            power_levels=plan.power_levels,
-            name=plan.name,
-        )
+        self._creating += 1
+        self._idle.clear()
+        try:
+            result = await self.effects.create_room(
+                room_version=room_version,
+                invite=plan.invite,
+                initial_state=plan.initial_state,
+                power_levels=plan.power_levels,
+                name=plan.name,
+            )
+        finally:
+            self._creating -= 1
+            if not self._creating:
+                self._idle.set()
         room_id = result.event_id if result.done else None
         invited_staff = (caller, *others)
         await self.audit.append(

@@ -69,7 +69,8 @@ async def test_room_new_is_born_compliant_and_the_patient_gets_the_terms(
 
         report = await ask(therapist, room, "posture", "Posture of", bot_user)
         assert "all checks pass" in str(report.content.body), report.content.body
-        assert await audit_rows(db_url, "posture.drift", room_id=room) == []
+        drift = await audit_rows(db_url, "posture.drift", room_id=room)
+        assert drift == [], [r["details"] for r in drift]
 
 
 async def test_room_new_refuses_bad_requests_without_repeating_them(
@@ -97,6 +98,11 @@ async def test_room_new_refuses_bad_requests_without_repeating_them(
             reply = await ask(therapist, office, line, expect, bot_user)
             assert "<b>" not in str(reply.content.body) and "<i>" not in str(reply.content.body)
             assert "<script" not in str(reply.content.body) and "n" * 256 not in reply.content.body
+        # Element renders help as a list of commands.
+        shown = await ask(patient, office, "help", "Commands you can use here", bot_user)
+        assert shown.content.serialize()["format"] == "org.matrix.custom.html"
+        assert "<ul><li><code>!chaperone help</code>" in str(shown.content.formatted_body)
+        assert "• !chaperone help — " in str(shown.content.body)
         refused = await ask(patient, office, f"room new {patient.user_id}", "⛔", bot_user)
         assert "staff" in str(refused.content.body)
         assert await audit_rows(db_url, "room.created") == []
