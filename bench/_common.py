@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import hashlib
 import hmac
+import logging
 import math
 import os
 import re
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -133,8 +136,10 @@ class Api:
             {"messages_per_second": 0, "burst_count": 0},
         )
 
-    async def create_room(self, invite: Sequence[str], **extra: Any) -> str:
-        """A private, encrypted (megolm) room; the invitees get power 100."""
+    async def create_room(
+        self, invite: Sequence[str], power: Sequence[str] | None = None, **extra: Any
+    ) -> str:
+        """A private, encrypted (megolm) room; `power` (default: the invitees) get 100."""
         body: dict[str, Any] = {
             "preset": "private_chat",
             "invite": list(invite),
@@ -156,7 +161,9 @@ class Api:
                     "content": {"guest_access": "forbidden"},
                 },
             ],
-            "power_level_content_override": {"users": {u: 100 for u in invite}},
+            "power_level_content_override": {
+                "users": {u: 100 for u in (invite if power is None else power)}
+            },
             **extra,
         }
         return str((await self.call("POST", "/_matrix/client/v3/createRoom", body))["room_id"])
@@ -205,6 +212,12 @@ def write_bot_config(
     return path
 
 
+def _die_with_parent() -> None:
+    """In the child: the kernel sends SIGTERM when the benchmark dies (Linux)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)
+
+
 @dataclass
 class BotProcess:
     """`chaperone run -c CONFIG` as a child process (as in production), its log in a file."""
@@ -222,6 +235,7 @@ class BotProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=REPO,
+                preexec_fn=_die_with_parent,
             )
         return self
 
@@ -344,6 +358,11 @@ class Report:
         for line in [head, tuple("-" * w for w in widths), *cells]:
             print("  " + " | ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)))
         sys.stdout.flush()
+
+
+def quiet_mautrix() -> None:
+    """The senders' mautrix warnings (unverified devices and the like) stay out of the report."""
+    logging.basicConfig(level=logging.ERROR)
 
 
 def env_line() -> str:
