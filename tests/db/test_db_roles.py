@@ -13,6 +13,7 @@ import yaml
 
 from bot.__main__ import main
 from bot.commands.builtin import status_command
+from bot.commands.registry import Reply
 from bot.db.audit import AuditEntry, AuditLog
 from bot.db.database import EmbeddedPostgres, history_risk, open_databases
 from tests.db.conftest import TEST_HMAC_KEY
@@ -97,6 +98,10 @@ async def test_status_shows_the_role_warning() -> None:
         def __init__(self, services: object) -> None:
             self.services = services
 
-    text = await status_command(Ctx(_Services("the bot's role owns audit_log")), {})  # type: ignore[arg-type]
-    assert text.startswith("⚠️ WARNING: the bot's role owns audit_log")
-    assert await status_command(Ctx(_Services(None)), {}) == "Chaperone up"  # type: ignore[arg-type]
+    warned = await status_command(Ctx(_Services("the bot's role owns audit_log")), {})  # type: ignore[arg-type]
+    assert plain(warned).startswith("⚠️ WARNING: the bot's role owns audit_log")
+    assert plain(await status_command(Ctx(_Services(None)), {})) == "Chaperone up"  # type: ignore[arg-type]
+
+
+def plain(reply: str | Reply) -> str:
+    return reply.text if isinstance(reply, Reply) else reply
