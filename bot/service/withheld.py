@@ -11,8 +11,9 @@ from bot.service.outbox import queued_notice
 
 WITHHELD_NOTICE = (
     "I cannot read messages from {sender}'s device {device}: their app withheld the encryption "
-    "key from me ({code}). To fix it, verify the bot's device from that app (or turn off "
-    "'never send encrypted messages to unverified sessions'), then send the message again."
+    "key from me ({code}). To fix it, verify the bot from that app — ask a clinic administrator "
+    "to confirm the emoji on the server — (or turn off 'never send encrypted messages to "
+    "unverified sessions'), then send the message again."
 )
 ONE_DAY = 86_400.0
 DEVICE_ID_SHOWN = 64  # a device ID is short; a longer one is cut before it is repeated
