@@ -70,11 +70,13 @@ class VerificationRepo:
         )
         return row_id
 
-    async def waiting(self) -> list[VerificationRow]:
-        """Rows waiting for the operator, oldest first."""
+    async def waiting(self, now: datetime) -> list[VerificationRow]:
+        """Rows waiting for the operator at `now` (the caller's clock, which set expires_at),
+        oldest first."""
         rows = await self.db.fetch(
             f"SELECT {_COLUMNS} FROM verification WHERE state = 'waiting'"  # noqa: S608 - constant
-            " AND expires_at > now() ORDER BY id"
+            " AND expires_at > $1 ORDER BY id",
+            now,
         )
         return [VerificationRow(**dict(row)) for row in rows]
 
@@ -90,23 +92,27 @@ class VerificationRepo:
         )
         return [VerificationRow(**dict(row)) for row in rows]
 
-    async def decide(self, row_id: int, confirmed: bool, operator: str) -> str | None:
-        """The operator's decision on a waiting row; returns the row's state before, or None if
-        no such row. Only a waiting, unexpired row changes."""
+    async def decide(
+        self, row_id: int, confirmed: bool, operator: str, now: datetime
+    ) -> str | None:
+        """The operator's decision at `now` on a waiting row; returns the row's state before, or
+        None if no such row. Only a waiting row unexpired at `now` changes."""
         conn: Connection
         async with self.db.acquire() as conn, conn.transaction():
             state: str | None = await conn.fetchval(
-                "SELECT CASE WHEN state = 'waiting' AND expires_at <= now() THEN 'expired'"
+                "SELECT CASE WHEN state = 'waiting' AND expires_at <= $2 THEN 'expired'"
                 " ELSE state END FROM verification WHERE id = $1 FOR UPDATE",
                 row_id,
+                now,
             )
             if state == "waiting":
                 await conn.execute(
-                    "UPDATE verification SET state = $2, decided_at = now(), decided_by = $3"
+                    "UPDATE verification SET state = $2, decided_at = $4, decided_by = $3"
                     " WHERE id = $1",
                     row_id,
                     "confirmed" if confirmed else "rejected",
                     operator,
+                    now,
                 )
             return state
 

@@ -7,6 +7,7 @@ printed here and nowhere else.
 
 from __future__ import annotations
 
+from bot.clock import Clock
 from bot.config import Config
 from bot.db.verification import VerificationRepo
 from bot.service.audit_cli import cli_actor, main_database
@@ -15,7 +16,7 @@ from bot.service.audit_cli import cli_actor, main_database
 async def list_waiting(config: Config) -> list[str]:
     """One block per verification waiting for the operator."""
     async with main_database(config) as db:
-        rows = await VerificationRepo(db).waiting()
+        rows = await VerificationRepo(db).waiting(Clock().now())
     if not rows:
         return ["No verification waits for a comparison."]
     lines = []
@@ -36,7 +37,7 @@ async def list_waiting(config: Config) -> list[str]:
 
 async def decide(config: Config, row_id: int, confirmed: bool) -> tuple[bool, str]:
     async with main_database(config) as db:
-        before = await VerificationRepo(db).decide(row_id, confirmed, cli_actor())
+        before = await VerificationRepo(db).decide(row_id, confirmed, cli_actor(), Clock().now())
     if before is None:
         return False, f"verify: no verification {row_id}"
     if before != "waiting":

@@ -36,8 +36,14 @@ DATABASE_CLOCK_STAMPS: dict[str, tuple[int, str]] = {
         "archived_at, removing_since, removed_at: tested for NULL only (failed_at, which the"
         " retry decision compares, comes from the bot's clock)",
     ),
+    "verification.py": (
+        2,
+        "verification.finished_at: shown to people (expires_at and decided_at come from the"
+        " caller's clock, which sets and judges expiry)",
+    ),
     "upgrade/v01_initial.py": (1, "column default, always overwritten by the repository"),
     "upgrade/v03_retention.py": (3, "column defaults and the first back-fill requests"),
+    "upgrade/v07_verification.py": (1, "verification.created_at default: shown to people"),
 }
 
 
