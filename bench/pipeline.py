@@ -403,12 +403,6 @@ async def bench(args: argparse.Namespace, root: Path) -> None:
         all_ids = [e for ids in catch_ids.values() for e in ids]
         catch_s, first_batch, lost = await catch_up(proc, conn, all_ids, timeout=1800)
         catch_rate = sent / catch_s
-        span = await conn.fetchrow(
-            "SELECT min(ts) AS a, max(ts) AS b FROM audit_log"
-            " WHERE action = 'message.sent' AND event_id = ANY($1::text[])",
-            all_ids,
-        )
-        span_s = (span["b"] - span["a"]).total_seconds()
         print(f"  caught up in {catch_s:.1f} s = {catch_rate:.0f} events/s", flush=True)
 
         # (b) steady state, the bot running and caught up
@@ -461,12 +455,6 @@ async def bench(args: argparse.Namespace, root: Path) -> None:
     )
     report.add(
         f"    first batch processed {first_batch:.2f} s after start (bot's clock)", "", "", ""
-    )
-    report.add(
-        f"    first → last audit row stamp ({span_s:.1f} s)",
-        f"{sent / span_s:,.0f} events/s" if span_s else "",
-        f"ceiling {ceiling:,.0f} events/s",
-        f"{sent / span_s / ceiling:.1%}" if span_s else "",
     )
     for name, r in rates.items():
         report.add(f"    ceiling part: {name}", "", f"{r:,.0f}/s", "")
