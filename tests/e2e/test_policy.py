@@ -11,7 +11,7 @@ from tests.e2e.test_consent import (
     notices,
     redacted,
 )
-from tests.e2e.test_foundation import audit_rows
+from tests.e2e.test_foundation import audit_rows, wait_rows
 from tests.fixtures_synapse import MakeE2EEUser
 
 
@@ -25,15 +25,6 @@ async def test_warn_and_audit_modes_do_not_redact_and_only_admins_change_policy(
     await admin.join(room)
     await bot_says(patient, room, bot_env, "consent terms")
 
-    # A patient may not change the policy: refused, naming the role, and audited.
-    refused = await command(
-        patient, room, bot_env, "policy set consent off", "needs the admin role"
-    )
-    assert "\n" not in str(refused.content.body).strip()
-    [denied] = await audit_rows(db_url, "command.denied", room_id=room)
-    assert denied["actor"] == patient.user_id and details(denied)["command"] == "policy set"
-    await command(staff, room, bot_env, "policy set enforcement warn", "needs the admin role")
-
     await command(admin, room, bot_env, "policy set enforcement warn", "redact → warn")
     warned = await patient.send_text(room, "hi, I have a question")
     notice = await bot_says(patient, room, bot_env, "please note")
@@ -45,13 +36,28 @@ async def test_warn_and_audit_modes_do_not_redact_and_only_admins_change_policy(
     assert "enforcement: audit" in str(listing.content.body)
     assert "consent: required" in str(listing.content.body)
 
+    # Only admins change the policy: refused, naming the role, and audited. A refused command
+    # did nothing for its sender and its words stand in the room, so it is judged like any
+    # message (here in audit mode: recorded only).
+    refused = await command(
+        patient, room, bot_env, "policy set consent off", "needs the admin role"
+    )
+    assert "\n" not in str(refused.content.body).strip()
+    [denied] = await audit_rows(db_url, "command.denied", room_id=room)
+    assert denied["actor"] == patient.user_id and details(denied)["command"] == "policy set"
+    await command(staff, room, bot_env, "policy set enforcement warn", "needs the admin role")
+    assert len(await wait_rows(db_url, "command.denied", count=2, room_id=room)) == 2
+
     assert redacted(patient, room) == set()
     assert len(notices(patient, room, bot_env, "please note")) == 1  # audit mode says nothing
-    violations = await audit_rows(db_url, "policy.violation", room_id=room)
-    assert [(r["event_id"], details(r)["enforcement"]) for r in violations] == [
-        (warned, "warn"),
-        (audited, "audit"),
+    violations = await wait_rows(db_url, "policy.violation", count=4, room_id=room)
+    assert [(r["actor"], details(r)["enforcement"]) for r in violations] == [
+        (patient.user_id, "warn"),
+        (patient.user_id, "audit"),
+        (patient.user_id, "audit"),
+        (staff.user_id, "audit"),
     ]
+    assert [r["event_id"] for r in violations[:2]] == [warned, audited]
     assert await audit_rows(db_url, "message.redacted", room_id=room) == []
 
     # Bad values: one line naming the field and what is expected, never the value; nothing
