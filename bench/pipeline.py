@@ -193,12 +193,16 @@ async def steady_state(
 
     try:
         await wait_until(all_seen, 120, "the steady-state messages' audit rows")
+    except TimeoutError:
+        missing = sum(e not in seen for e in ids)
+        print(f"  !! {missing} of {len(ids)} steady-state messages never got an audit row")
     finally:
         stop.set()
         await watcher
-    visible = [seen[e][0] - senders.sent_at[e] for e in ids]
-    stamped = [seen[e][1].timestamp() - senders.sent_at[e] for e in ids]
-    echo = [senders.echo_at[e] - senders.sent_at[e] for e in ids]
+    done = [e for e in ids if e in seen and e in senders.echo_at]
+    visible = [seen[e][0] - senders.sent_at[e] for e in done]
+    stamped = [seen[e][1].timestamp() - senders.sent_at[e] for e in done]
+    echo = [senders.echo_at[e] - senders.sent_at[e] for e in done]
     return visible, stamped, echo, len(ids) / send_seconds
 
 
