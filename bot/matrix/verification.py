@@ -7,6 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
+from mautrix.api import Method, Path
 from mautrix.crypto import OlmMachine
 from mautrix.crypto.signature import sign_olm
 from mautrix.types import (
@@ -28,6 +29,10 @@ from bot.matrix.gateway import MatrixGateway
 from bot.policy.sas import CANCEL, MAC_V2, REQUEST, SAS_V1, TYPES, Inbound, Outgoing, SasFlow
 
 log = logging.getLogger("chaperone.verification")
+
+
+class SignatureRefused(Exception):
+    """The homeserver answered a signature upload with `failures`."""
 
 
 class OlmSasCrypto:
@@ -179,7 +184,8 @@ class VerificationMatrix:
 
     async def sign_master_key(self, user_id: str, master_key: str) -> bool:
         """Sign the user's (SAS-verified) master key with our user-signing key and publish the
-        signature; False when we hold no user-signing key (no recovery key configured)."""
+        signature; False when we hold no user-signing key (no recovery key configured);
+        `SignatureRefused` when the server does not take it (then nothing is trusted by it)."""
         private = self.machine._cross_signing_private_keys
         if private is None:
             return False
@@ -193,9 +199,16 @@ class VerificationMatrix:
         keys.signatures = {
             self.gateway.user_id: {KeyID.ed25519(SigningKey(usk.public_key)): signature}
         }
-        await self.gateway.client.upload_one_signature(
-            UserID(user_id), cast(DeviceID, master_key), keys
+        # Not mautrix's upload_one_signature: it ignores the `failures` Synapse answers with
+        # (HTTP 200) when it refuses a signature, e.g. when our user-signing key is no longer
+        # the account's (reset from another client). A refused signature is not "signed".
+        answer = await self.gateway.client.api.request(
+            Method.POST,
+            Path.v3.keys.signatures.upload,
+            {user_id: {master_key: keys.serialize()}},
         )
+        if answer.get("failures"):
+            raise SignatureRefused("the server refused the signature of the master key")
         await self.machine.crypto_store.put_signature(
             CrossSigner(UserID(user_id), SigningKey(master_key)),
             CrossSigner(self.gateway.user_id, SigningKey(usk.public_key)),
@@ -244,4 +257,4 @@ class VerificationMatrix:
         setattr(machine, "resolve_trust", resolve_trust)  # noqa: B010 - instance override
 
 
-__all__ = ["CANCEL", "OlmSasCrypto", "VerificationMatrix"]
+__all__ = ["CANCEL", "OlmSasCrypto", "SignatureRefused", "VerificationMatrix"]

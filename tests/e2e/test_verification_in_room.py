@@ -430,3 +430,86 @@ async def test_non_staff_is_refused_and_a_third_users_forgery_is_ignored(
     # The bot never answered the forgeries: its only cancel is the patient's refusal.
     assert len(peer.bot_events(CANCEL)) == 1
     assert len(await audit_rows(db_url, "verification.cancelled")) == 1
+
+
+def _sign(obj: dict[str, Any], signer: olm.PkSigning, user_id: str) -> dict[str, Any]:
+    unsigned = {k: v for k, v in obj.items() if k not in ("signatures", "unsigned")}
+    signature = signer.sign(json.dumps(unsigned, sort_keys=True, separators=(",", ":")))
+    obj.setdefault("signatures", {}).setdefault(user_id, {})[f"ed25519:{signer.public_key}"] = (
+        signature
+    )
+    return obj
+
+
+async def reset_cross_signing(bot_env: BotEnv, user_id: str, password: str) -> None:
+    """New master, self-signing and user-signing keys for `user_id`, uploaded from another
+    login (`/keys/device_signing/upload`, the password in UIA), as "reset cross-signing" in
+    another client does."""
+    master, ssk, usk = (olm.PkSigning(olm.PkSigning.generate_seed()) for _ in range(3))
+
+    def key(signer: olm.PkSigning, usage: str) -> dict[str, Any]:
+        pub = signer.public_key
+        return {"user_id": user_id, "usage": [usage], "keys": {f"ed25519:{pub}": pub}}
+
+    body: dict[str, Any] = {
+        "master_key": key(master, "master"),
+        "self_signing_key": _sign(key(ssk, "self_signing"), master, user_id),
+        "user_signing_key": _sign(key(usk, "user_signing"), master, user_id),
+    }
+    token, _device = await bot_env.synapse.login(user_id, password)
+    base = bot_env.synapse.base_url + "/_matrix/client/v3"
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
+        async with http.post(f"{base}/keys/device_signing/upload", json=body) as resp:
+            if resp.status == 401:
+                body["auth"] = {
+                    "type": "m.login.password",
+                    "identifier": {"type": "m.id.user", "user": user_id},
+                    "password": password,
+                    "session": (await resp.json())["session"],
+                }
+                async with http.post(f"{base}/keys/device_signing/upload", json=body) as retry:
+                    assert retry.status == 200, await retry.text()
+            else:
+                assert resp.status == 200, await resp.text()
+        async with http.post(f"{base}/logout") as resp:
+            assert resp.status == 200
+
+
+async def test_a_refused_master_key_signature_is_not_claimed_nor_trusted(
+    bot_env: BotEnv,
+    running_bot: RunningBot,
+    e2ee_user: MakeE2EEUser,
+    db_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The bot account's cross-signing was reset from another client while the bot ran: its
+    user-signing key is no longer the account's, so Synapse refuses its signature (HTTP 200 with
+    `failures`). The verification still completes for the device, but the audit row does not
+    claim a signed master key and the person's other devices do not become `verified`."""
+    bot_user = bot_env.bot_user
+    await reset_cross_signing(bot_env, bot_user, bot_env.config.bot.password)
+    staff = await e2ee_user(credentials=bot_env.staff)
+    recovery_key = await staff.olm.generate_recovery_key()
+    own = await staff.olm.get_own_cross_signing_public_keys()
+    assert own is not None
+    room_id = await in_dm_with_bot(staff, bot_env, db_url)
+    peer = RoomPeer(staff, room_id, bot_user)
+    flow = await peer.request(str(own.master_key))
+    await peer.drive(State.KEYS)
+    await operator_confirms(db_url, bot_env, flow)
+    flow.their_keys = await peer.bot_keys(running_bot.app.gateway.device_id)
+    await peer.send_steps(flow.confirm().send)
+    await peer.drive(State.DONE)
+    [done] = await wait_rows(db_url, "verification.done", timeout=15)
+    details = json.loads(done["details"])
+    assert details["keys_verified"] == 2 and details["master_key_signed"] is False
+    assert "Could not publish the signature" in caplog.text and "SignatureRefused" in caplog.text
+
+    second = await e2ee_user(credentials=bot_env.staff)
+    await second.olm.verify_with_recovery_key(recovery_key)
+    event_id = await second.send_text(room_id, "!chaperone status")
+    [executed] = await wait_rows(db_url, "command.executed", event_id=event_id, timeout=20)
+    assert json.loads(executed["details"])["trust"] == "cross-signed"
+    event_id = await staff.send_text(room_id, "!chaperone status")  # the SAS-verified device
+    [executed] = await wait_rows(db_url, "command.executed", event_id=event_id, timeout=20)
+    assert json.loads(executed["details"])["trust"] == "verified"
