@@ -185,6 +185,10 @@ class VerificationService(Observer):
         """`!chaperone verify @user`: our request, in the room (or to one device)."""
         now, now_ms = self._now()
         crypto = OlmSasCrypto()
+        if self.flows.open_count() >= self.flows.max_flows:
+            # Checked before the in-room request goes out: a refused flow leaves no request
+            # in the room that nobody would ever answer or cancel.
+            return self._too_many()
         if room_id is not None:
             txn = await self.matrix.send_room_request(room_id, user_id)
         else:
@@ -193,7 +197,7 @@ class VerificationService(Observer):
             txn, user_id, device_id, crypto, now, self.matrix.our_keys(), room_id
         )
         if flow is None:
-            return "Too many verifications are open; try again in a few minutes."
+            return self._too_many()
         if room_id is None:
             await self.matrix.send_to_device_request(flow, now_ms)
         self.began[txn] = now
@@ -203,6 +207,10 @@ class VerificationService(Observer):
             + (f" (device {device_id})" if device_id else " (in this room)")
             + "; the operator compares the emoji on the server's console: chaperone verify --list"
         )
+
+    @staticmethod
+    def _too_many() -> str:
+        return "Too many verifications are open; try again in a few minutes."
 
     # -- steps ------------------------------------------------------------------------------
 
