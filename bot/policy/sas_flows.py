@@ -18,7 +18,6 @@ from bot.policy.sas import (
     MAX_AGE_SECONDS,
     MAX_FLOWS,
     MAX_FUTURE_SECONDS,
-    MAX_ID,
     READY,
     REASONS,
     REQUEST,
@@ -28,16 +27,14 @@ from bot.policy.sas import (
     TYPES,
     Code,
     Inbound,
-    Invalid,
     Outgoing,
     Party,
     SasCrypto,
     SasFlow,
     State,
     Step,
-    _str,
-    _strs,
 )
+from bot.policy.sas_content import MAX_ID, Invalid, _str, _strs
 
 KEEP_ENDED_SECONDS = 120.0  # an ended flow is remembered this long: late echoes stay quiet
 REFUSAL_INTERVAL_SECONDS = 60.0  # one answered (and audited) refusal per user per minute
