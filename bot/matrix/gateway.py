@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import mautrix.util.logging  # noqa: F401  (installs TraceLogger before any mau.* logger exists)
-from mautrix.client import Client
+from mautrix.client import Client, SyncStream
 from mautrix.client.encryption_manager import DecryptionDispatcher
 from mautrix.crypto import OlmMachine
 from mautrix.crypto.store.asyncpg import PgCryptoStateStore, PgCryptoStore
@@ -38,6 +38,7 @@ from mautrix.types import (
     SessionID,
     StateEvent,
     SyncToken,
+    ToDeviceEvent,
     UserID,
 )
 from mautrix.types.util.serializable import SerializerError
@@ -282,7 +283,24 @@ class MatrixGateway:
         )
         # Let mautrix's own handlers (to-device room keys, OTK counts, device lists, state store)
         # finish before any timeline event is looked at, so keys from this batch can be used.
-        tasks = self.client.handle_sync(raw)
+        # To-device events go one at a time, in order, and are waited for: mautrix runs their
+        # handlers as background tasks, and two olm messages from one device decrypted at once
+        # both miss the session the first creates — all but one room key would be lost.
+        for raw_event in (raw.get("to_device") or {}).get("events") or []:
+            event = self.client._try_deserialize(ToDeviceEvent, raw_event)
+            if event is None:
+                continue
+            event.type = event.type.with_class(EventType.Class.TO_DEVICE)
+            handlers = self.client.dispatch_manual_event(
+                event.type,
+                event,
+                include_global_handlers=True,
+                force_synchronous=True,
+                source=SyncStream.TO_DEVICE,
+            )
+            if handlers:
+                await asyncio.gather(*handlers)
+        tasks = self.client.handle_sync(cast(JSON, {**raw, "to_device": {"events": []}}))
         if tasks:
             await asyncio.gather(*tasks)
         batch = SyncBatch(next_batch=raw["next_batch"], raw=raw)
