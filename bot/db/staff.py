@@ -6,6 +6,8 @@ import builtins
 
 from mautrix.util.async_db import Database
 
+from bot.batch_scope import forget, once_per_batch
+
 
 class StaffRepo:
     """The `staff` table."""
@@ -15,6 +17,7 @@ class StaffRepo:
 
     async def add(self, user_id: str, added_by: str) -> bool:
         """Add a staff member; False if they already were one."""
+        forget("staff")
         status: str = await self.db.execute(
             """
             INSERT INTO staff (user_id, added_by, added_at) VALUES ($1, $2, now())
@@ -27,14 +30,18 @@ class StaffRepo:
 
     async def remove(self, user_id: str) -> bool:
         """Remove a staff member; False if they weren't one."""
+        forget("staff")
         status: str = await self.db.execute("DELETE FROM staff WHERE user_id = $1", user_id)
         return status == "DELETE 1"
 
     async def is_staff(self, user_id: str) -> bool:
-        found: bool = await self.db.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM staff WHERE user_id = $1)", user_id
-        )
-        return found
+        async def read() -> bool:
+            found: bool = await self.db.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM staff WHERE user_id = $1)", user_id
+            )
+            return found
+
+        return await once_per_batch(("staff", user_id), read)
 
     async def list(self) -> builtins.list[str]:
         """Every staff member added by command, sorted by user ID."""

@@ -15,7 +15,7 @@ import mautrix.util.logging  # noqa: F401  (installs TraceLogger before any mau.
 from mautrix.client import Client, SyncStream
 from mautrix.client.encryption_manager import DecryptionDispatcher
 from mautrix.crypto import OlmMachine
-from mautrix.crypto.store.asyncpg import PgCryptoStateStore, PgCryptoStore
+from mautrix.crypto.store.asyncpg import PgCryptoStateStore
 from mautrix.errors import (
     DecryptionError,
     MForbidden,
@@ -45,10 +45,12 @@ from mautrix.types.util.serializable import SerializerError
 from nacl.exceptions import CryptoError
 from nacl.secret import SecretBox
 
+from bot.batch_scope import once_per_batch
 from bot.config import Config
 from bot.db.database import Databases
 from bot.db.identity import IdentityStore
 from bot.logging_setup import quiet_repeated_crypto_warnings
+from bot.matrix.crypto_store import BatchCachingCryptoStore
 from bot.matrix.facts import trust_name
 from bot.matrix.ratelimit import PacedHTTPAPI, retry_rate_limited
 from bot.policy.posture import creators_outrank_power_levels
@@ -143,7 +145,9 @@ class MatrixGateway:
         self.config = config
         self.timeline_limit = timeline_limit or TIMELINE_LIMIT
         self.user_id = UserID(config.bot.user_id)
-        self.crypto_store = PgCryptoStore(self.user_id, config.encryption.pickle_key, dbs.crypto)
+        self.crypto_store = BatchCachingCryptoStore(
+            self.user_id, config.encryption.pickle_key, dbs.crypto
+        )
         self.state_store = PgCryptoStateStore(dbs.state)
         self.client = QuietClient(
             mxid=self.user_id,
@@ -416,11 +420,17 @@ class MatrixGateway:
         return bool(await self.state_store.is_encrypted(RoomID(room_id)))
 
     async def joined_members(self, room_id: str) -> list[str]:
-        """User IDs joined to the room now (the full member list is loaded first if needed)."""
-        if not await self.state_store.has_full_member_list(RoomID(room_id)):
-            await self.load_state(room_id)
-        members = await self.state_store.get_members(RoomID(room_id), (Membership.JOIN,))
-        return [str(user_id) for user_id in members]
+        """User IDs joined to the room now (the full member list is loaded first if needed).
+        Within a batch the list is read once: the state store took the batch's membership
+        changes before the batch is handled."""
+
+        async def read() -> list[str]:
+            if not await self.state_store.has_full_member_list(RoomID(room_id)):
+                await self.load_state(room_id)
+            members = await self.state_store.get_members(RoomID(room_id), (Membership.JOIN,))
+            return [str(user_id) for user_id in members]
+
+        return list(await once_per_batch(("members", room_id), read))
 
     async def joined_rooms(self) -> list[str]:
         """The rooms the bot is joined to, as the homeserver has it now."""

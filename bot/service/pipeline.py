@@ -12,6 +12,7 @@ from typing import Any
 
 from mautrix.errors import DecryptionError, SessionNotFound
 
+from bot.batch_scope import batch_scope
 from bot.clock import Clock
 from bot.config import Config
 from bot.db.audit import AuditEntry, AuditLog
@@ -86,6 +87,11 @@ class EventPipeline:
     # -- one batch --------------------------------------------------------------------------
 
     async def handle_batch(self, batch: SyncBatch) -> None:
+        """See _handle_batch; what cannot change within the batch is read once for it."""
+        with batch_scope():
+            await self._handle_batch(batch)
+
+    async def _handle_batch(self, batch: SyncBatch) -> None:
         """Handle and commit a sync batch, its new position included; one event's trouble costs
         that event only.
 

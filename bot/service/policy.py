@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from bot.batch_scope import forget, once_per_batch
 from bot.config import Config
 from bot.db.audit import AuditEntry, AuditLog
 from bot.db.database import transaction
@@ -34,7 +35,7 @@ class PolicyService:
         self.listeners: list[PolicyListener] = []
 
     async def get(self, room_id: str) -> RoomPolicy:
-        return await self.repo.get(room_id)
+        return await once_per_batch(("policy", room_id), lambda: self.repo.get(room_id))
 
     def parse(self, field: str, text: str) -> Any:
         """Validate first: a bad value raises ValueError and nothing is recorded."""
@@ -47,6 +48,7 @@ class PolicyService:
     ) -> RoomPolicy:
         """Store the new value and audit it (`legal_hold.changed` or `policy.changed`)."""
         value = self.parse(field, text)
+        forget("policy")
         old = await self.repo.get(room_id)
         new = old.with_value(field, value)
         action = "legal_hold.changed" if field == "legal_hold" else "policy.changed"
