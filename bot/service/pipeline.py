@@ -87,7 +87,9 @@ class EventPipeline:
     # -- one batch --------------------------------------------------------------------------
 
     async def handle_batch(self, batch: SyncBatch) -> None:
-        """See _handle_batch; what cannot change within the batch is read once for it."""
+        """See _handle_batch; what cannot change within the batch is read once for it. (Not
+        one held connection for the batch: mautrix's state store runs queries concurrently,
+        e.g. while loading a room's state, and one connection cannot.)"""
         with batch_scope():
             await self._handle_batch(batch)
 
