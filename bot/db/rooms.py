@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from mautrix.util.async_db import Database
 
+from bot.batch_scope import forget, once_per_batch
+
 
 class RoomsRepo:
     """The `rooms` table. A room is managed from `joined()` until `left()`."""
@@ -13,6 +15,7 @@ class RoomsRepo:
 
     async def joined(self, room_id: str, invited_by: str | None) -> None:
         """Record that the bot joined `room_id` (again, if it had left)."""
+        forget("managed")
         await self.db.execute(
             """
             INSERT INTO rooms (room_id, joined_at, left_at, invited_by)
@@ -29,6 +32,7 @@ class RoomsRepo:
 
     async def left(self, room_id: str) -> bool:
         """Record that the bot left `room_id`; False if it wasn't managed."""
+        forget("managed")
         status: str = await self.db.execute(
             "UPDATE rooms SET left_at = now() WHERE room_id = $1 AND left_at IS NULL", room_id
         )
@@ -42,7 +46,11 @@ class RoomsRepo:
         return [row["room_id"] for row in rows]
 
     async def is_managed(self, room_id: str) -> bool:
-        found: bool = await self.db.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM rooms WHERE room_id = $1 AND left_at IS NULL)", room_id
-        )
-        return found
+        async def read() -> bool:
+            found: bool = await self.db.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM rooms WHERE room_id = $1 AND left_at IS NULL)",
+                room_id,
+            )
+            return found
+
+        return await once_per_batch(("managed", room_id), read)
