@@ -43,6 +43,19 @@ async def once_per_batch(key: Hashable, read: Callable[[], Awaitable[T]]) -> T:
     return answer
 
 
+def kept(key: Hashable) -> Any | None:
+    """The answer kept for `key` in this batch, or None."""
+    memo = _memo.get()
+    return None if memo is None else memo.get(key)
+
+
+def keep(key: Hashable, answer: Any) -> None:
+    """Keep `answer` for `key` until the batch ends (a write that knows the new answer)."""
+    memo = _memo.get()
+    if memo is not None:
+        memo[key] = answer
+
+
 def forget(kind: str) -> None:
     """Drop every kept answer of this kind (the first part of its key)."""
     memo = _memo.get()

@@ -1,20 +1,23 @@
-"""mautrix's Postgres crypto store, reading a sender's device and cross-signing keys once per
-batch instead of once per decrypted message (bot.batch_scope); writes forget them."""
+"""mautrix's Postgres crypto store, reading a sender's megolm session, device and cross-signing
+keys once per batch instead of once per decrypted message (bot.batch_scope). Writes keep the
+new value or forget the old one; outside a batch every call reads the store."""
 
 from __future__ import annotations
 
-from mautrix.crypto import PgCryptoStore
+from mautrix.crypto import InboundGroupSession, PgCryptoStore
 from mautrix.types import (
     CrossSigningUsage,
     DeviceID,
     DeviceIdentity,
     IdentityKey,
+    RoomID,
+    SessionID,
     SigningKey,
     TOFUSigningKey,
     UserID,
 )
 
-from bot.batch_scope import forget, once_per_batch
+from bot.batch_scope import forget, keep, kept, once_per_batch
 
 
 class BatchCachingCryptoStore(PgCryptoStore):
@@ -38,6 +41,28 @@ class BatchCachingCryptoStore(PgCryptoStore):
             lambda: super(BatchCachingCryptoStore, self).get_cross_signing_keys(user_id),
         )
         return dict(keys)
+
+    async def get_group_session(
+        self, room_id: RoomID, session_id: SessionID
+    ) -> InboundGroupSession | None:
+        """Read once per batch (every message of a sender's session asks for it); a session
+        not found is asked again, as its key may arrive meanwhile."""
+        session: InboundGroupSession | None = kept(("megolm", room_id, session_id))
+        if session is None:
+            session = await super().get_group_session(room_id, session_id)
+            if session is not None:
+                keep(("megolm", room_id, session_id), session)
+        return session
+
+    async def put_group_session(
+        self,
+        room_id: RoomID,
+        sender_key: IdentityKey,
+        session_id: SessionID,
+        session: InboundGroupSession,
+    ) -> None:
+        await super().put_group_session(room_id, sender_key, session_id, session)
+        keep(("megolm", room_id, session_id), session)
 
     async def put_cross_signing_key(
         self, user_id: UserID, usage: CrossSigningUsage, key: SigningKey
