@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import hashlib
-import hmac
 import logging
 import math
 import os
@@ -82,25 +80,8 @@ async def register(server: Any, prefix: str, *, admin: bool = False) -> dict[str
     """Shared-secret registration of ``<prefix>-<random>``: user_id, password, access_token,
     device_id (no login needed, so no login rate limit is spent)."""
     localpart = f"{re.sub(r'[^a-z0-9._=-]', '', prefix.lower())}-{uuid.uuid4().hex[:8]}"
-    url = f"{server.base_url}/_synapse/admin/v1/register"
     password = secrets.token_urlsafe(12)
-    async with aiohttp.ClientSession() as session:
-        async with session.get(url) as resp:
-            nonce = (await resp.json())["nonce"]
-        mac = hmac.new(server.shared_secret.encode(), digestmod=hashlib.sha1)
-        kind = "admin" if admin else "notadmin"
-        mac.update(f"{nonce}\0{localpart}\0{password}\0{kind}".encode())
-        body = {
-            "nonce": nonce,
-            "username": localpart,
-            "password": password,
-            "admin": admin,
-            "mac": mac.hexdigest(),
-        }
-        async with session.post(url, json=body) as resp:
-            data: dict[str, Any] = await resp.json()
-            if resp.status != 200:
-                raise RuntimeError(f"registration failed: {resp.status} {data}")
+    data: dict[str, Any] = await server.register_account(localpart, password, admin=admin)
     data["password"] = password
     return data
 

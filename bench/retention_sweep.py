@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
-import hmac
 import secrets
 import tempfile
 import time
@@ -36,22 +34,8 @@ from bot.service.retention import SweepRequest
 
 async def register(server: SynapseServer, name: str, *, admin: bool = False) -> dict[str, Any]:
     """Shared-secret registration; the answer carries an access token (no login needed)."""
-    url = f"{server.base_url}/_synapse/admin/v1/register"
     password = secrets.token_urlsafe(12)
-    async with aiohttp.ClientSession() as session:
-        async with session.get(url) as resp:
-            nonce = (await resp.json())["nonce"]
-        mac = hmac.new(server.shared_secret.encode(), digestmod=hashlib.sha1)
-        mac.update(f"{nonce}\0{name}\0{password}\0{'admin' if admin else 'notadmin'}".encode())
-        body = {
-            "nonce": nonce,
-            "username": name,
-            "password": password,
-            "admin": admin,
-            "mac": mac.hexdigest(),
-        }
-        async with session.post(url, json=body) as resp:
-            data: dict[str, Any] = await resp.json()
+    data = await server.register_account(name, password, admin=admin)
     data["password"] = password
     return data
 

@@ -98,6 +98,15 @@ class SynapseServer:
 
         An already existing user is not an error: its ID is returned (the password is not checked).
         """
+        account = await self.register_account(localpart, password, admin=admin, existing_ok=True)
+        return str(account["user_id"])
+
+    async def register_account(
+        self, localpart: str, password: str, *, admin: bool = False, existing_ok: bool = False
+    ) -> dict[str, Any]:
+        """Shared-secret registration; Synapse's answer (user_id, access_token, device_id), so
+        no login (and no login rate limit) is needed. With `existing_ok`, an existing user gives
+        just its user_id."""
         url = f"{self.base_url}/_synapse/admin/v1/register"
         async with aiohttp.ClientSession() as session:
             async with session.get(url) as resp:
@@ -115,11 +124,12 @@ class SynapseServer:
                 "mac": mac.hexdigest(),
             }
             async with session.post(url, json=body) as resp:
-                if resp.status == 400:
+                if resp.status == 400 and existing_ok:
                     data = await resp.json()
                     if data.get("errcode") == "M_USER_IN_USE":
-                        return self.user_id(localpart)
-                return str((await _json_or_raise(resp, "registration"))["user_id"])
+                        return {"user_id": self.user_id(localpart)}
+                account: dict[str, Any] = await _json_or_raise(resp, "registration")
+                return account
 
     async def login(self, user_id: str, password: str) -> tuple[str, str]:
         """Log in with a password; return ``(access_token, device_id)`` of a new device."""

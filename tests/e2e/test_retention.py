@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import re
 import secrets
@@ -12,7 +10,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import asyncpg
 import yaml
 from mautrix.client import ClientAPI
@@ -336,23 +333,7 @@ async def registered_client(
     """A plain client from shared-secret registration, which hands out a token: no login, so
     the rate-limited server's login limit (other tests use it up) does not apply."""
     name = f"{prefix}-{secrets.token_hex(5)}"
-    password = secrets.token_hex(12)
-    url = f"{server.base_url}/_synapse/admin/v1/register"
-    async with aiohttp.ClientSession() as session:
-        async with session.get(url) as resp:
-            nonce = (await resp.json())["nonce"]
-        mac = hmac.new(server.shared_secret.encode(), digestmod=hashlib.sha1)
-        role = "admin" if admin else "notadmin"
-        mac.update(f"{nonce}\0{name}\0{password}\0{role}".encode())
-        body = {
-            "nonce": nonce,
-            "username": name,
-            "password": password,
-            "mac": mac.hexdigest(),
-            "admin": admin,
-        }
-        async with session.post(url, json=body) as resp:
-            data = await resp.json()
+    data = await server.register_account(name, secrets.token_hex(12), admin=admin)
     return ClientAPI(UserID(data["user_id"]), base_url=server.base_url, token=data["access_token"])
 
 
