@@ -234,7 +234,9 @@ class EffectsOutbox:
         except MNotFound as e:
             raise FinalRefusal(f"not found: {e.errcode}") from e
         except MatrixRequestError as e:
-            if 400 <= e.http_status < 500:
+            # 401: the bot's own login is the trouble, not the effect; tried again once it is
+            # back (the sync loop reports it).
+            if 400 <= e.http_status < 500 and e.http_status != 401:
                 raise FinalRefusal(f"the homeserver refused it: {e.errcode}") from e
             raise
         raise FinalRefusal(f"unknown effect kind {effect.kind!r}")
