@@ -278,11 +278,13 @@ async def test_renewal_is_asked_before_expiry_and_expiry_is_recorded(
         now = datetime.now(UTC)
 
         consent.clock = FakeClock(now + timedelta(hours=23))
+        posted_before = len(await audit_rows(db_url, "consent.terms_posted"))
         await renewal.check_consents()
         asked = await bot_says(patient, room, bot_env, "To keep texting")
         assert mentions(asked) == [patient.user_id] and "The risk:" in body(asked)
-        reasons = [details(r)["reason"] for r in await audit_rows(db_url, "consent.terms_posted")]
-        assert reasons[-1] == "expiring"
+        # Recorded by the outbox once the notice is out (a moment after the patient sees it).
+        posted = await wait_rows(db_url, "consent.terms_posted", count=posted_before + 1)
+        assert details(posted[-1])["reason"] == "expiring"
         await renewal.check_consents()  # asked once
 
         consent.clock = FakeClock(now + timedelta(hours=25))

@@ -99,7 +99,8 @@ async def test_switching_consent_to_required_asks_the_patients_already_there(
         await command(admin, room, bot_env, "policy set consent required", "off → required")
         terms = await bot_says(patient, room, bot_env, "consent agree")
         assert patient.user_id in str(terms.content.body)
-        [posted] = await audit_rows(db_url, "consent.terms_posted", room_id=room)
+        # Recorded by the outbox once the terms are out (a moment after the patient sees them).
+        [posted] = await wait_rows(db_url, "consent.terms_posted", room_id=room)
         assert posted["subject"] == patient.user_id
     finally:
         await bot.stop()
