@@ -276,6 +276,16 @@ class MatrixGateway:
             getattr(getattr(content, "code", None), "value", None),
         )
 
+    def withheld_code(self, raw: dict[str, Any]) -> str | None:
+        """The code under which this event's key was withheld, if its own sender said so; a
+        notice from anyone else is ignored and logged (who sent it, never content)."""
+        code = self.withheld.code_for(raw)
+        if code is None and (noted_by := self.withheld.noted_by(raw)) is not None:
+            log.info(
+                "Ignored a key-withheld notice from %s for a session it does not own", noted_by
+            )
+        return code
+
     # -- sync -------------------------------------------------------------------------------
 
     async def sync(self, since: str | None, timeout_ms: int) -> SyncBatch:

@@ -49,6 +49,13 @@ class WithheldKeys:
         while len(self._notices) > self.kept:
             self._notices.popitem(last=False)
 
+    def noted_by(self, event: dict[str, Any]) -> str | None:
+        """Who sent the withheld notice naming this event's session, if anyone did."""
+        content = event.get("content")
+        session_id = content.get("session_id") if isinstance(content, dict) else None
+        notice = self._notices.get(session_id) if isinstance(session_id, str) else None
+        return None if notice is None else notice.sender
+
     def code_for(self, event: dict[str, Any]) -> str | None:
         """The withheld code for this encrypted event, if its own sender withheld the key."""
         content = event.get("content")

@@ -63,7 +63,7 @@ class DecryptionRetrier:
         if await self.gateway.session_known(row.room_id, row.session_id):
             await self._process(raw)
             return
-        code = self.gateway.withheld.code_for(raw)
+        code = self.gateway.withheld_code(raw)
         if code is not None:
             await self._fail(raw, f"withheld: {code}", withheld_code=code)
             return

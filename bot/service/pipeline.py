@@ -282,7 +282,7 @@ class EventPipeline:
         try:
             decrypted = await self.gateway.decrypt(raw)
         except SessionNotFound:
-            code = self.gateway.withheld.code_for(raw)
+            code = self.gateway.withheld_code(raw)
             if code is not None:
                 await self.undecryptable(raw, f"withheld: {code}", outcome, withheld_code=code)
                 return

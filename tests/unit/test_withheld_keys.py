@@ -15,6 +15,7 @@ def test_a_notice_counts_only_from_the_events_own_sender_and_key() -> None:
     keys = WithheldKeys()
     keys.note(MALLORY, "s1", "KEY", "m.unverified")  # forged: names the admin's session
     assert keys.code_for(encrypted(ADMIN, "s1")) is None
+    assert keys.noted_by(encrypted(ADMIN, "s1")) == MALLORY  # logged as ignored
     keys.note(ADMIN, "s2", "OTHER", "m.unverified")  # the admin's user, another key
     assert keys.code_for(encrypted(ADMIN, "s2")) is None
     keys.note(ADMIN, "s3", "KEY", "m.unverified")
