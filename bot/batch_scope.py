@@ -56,6 +56,19 @@ def keep(key: Hashable, answer: Any) -> None:
         memo[key] = answer
 
 
+def in_batch() -> bool:
+    return _memo.get() is not None
+
+
+def take(kind: str) -> list[tuple[Hashable, Any]]:
+    """Remove and return every kept (key, answer) of this kind."""
+    memo = _memo.get()
+    if not memo:
+        return []
+    keys = [k for k in memo if isinstance(k, tuple) and k and k[0] == kind]
+    return [(k, memo.pop(k)) for k in keys]
+
+
 def forget(kind: str) -> None:
     """Drop every kept answer of this kind (the first part of its key)."""
     memo = _memo.get()

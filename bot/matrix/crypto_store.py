@@ -4,6 +4,8 @@ new value or forget the old one; outside a batch every call reads the store."""
 
 from __future__ import annotations
 
+from typing import cast
+
 from mautrix.crypto import InboundGroupSession, PgCryptoStore
 from mautrix.types import (
     CrossSigningUsage,
@@ -17,7 +19,7 @@ from mautrix.types import (
     UserID,
 )
 
-from bot.batch_scope import forget, keep, kept, once_per_batch
+from bot.batch_scope import forget, in_batch, keep, kept, once_per_batch, take
 
 
 class BatchCachingCryptoStore(PgCryptoStore):
@@ -61,8 +63,20 @@ class BatchCachingCryptoStore(PgCryptoStore):
         session_id: SessionID,
         session: InboundGroupSession,
     ) -> None:
-        await super().put_group_session(room_id, sender_key, session_id, session)
+        """Within a batch, decrypting only updates a session's ratchet bookkeeping (mautrix's
+        ratcheting and deleting are off): kept, and saved once per session by
+        save_batch_writes with the batch's audit rows, not once per message."""
         keep(("megolm", room_id, session_id), session)
+        if in_batch():
+            keep(("megolm-unsaved", room_id, session_id), (sender_key, session))
+            return
+        await super().put_group_session(room_id, sender_key, session_id, session)
+
+    async def save_batch_writes(self) -> None:
+        """Write what the batch deferred (call inside the batch's commit transaction)."""
+        for key, (sender_key, session) in take("megolm-unsaved"):
+            _, room_id, session_id = cast(tuple[str, RoomID, SessionID], key)
+            await super().put_group_session(room_id, sender_key, session_id, session)
 
     async def put_cross_signing_key(
         self, user_id: UserID, usage: CrossSigningUsage, key: SigningKey

@@ -217,6 +217,7 @@ class EventPipeline:
         """Write what handling produced: audit rows, observers' writes, events waiting for
         keys, effects for the outbox. Callers hold the transaction."""
         now = self.clock.now()
+        await self.gateway.crypto_store.save_batch_writes()
         await self.audit.append(outcome.entries)
         for write in outcome.writes:
             await write()
