@@ -78,6 +78,40 @@ from bot.web import BotParts, WebServer
 log = logging.getLogger("chaperone")
 T = TypeVar("T")
 
+STOP_STEP_SECONDS = 10.0
+
+
+async def _within(what: str, step: Awaitable[object]) -> None:
+    """One stop step, bounded; its failure is logged (class only) and the stop goes on."""
+    try:
+        await asyncio.wait_for(step, STOP_STEP_SECONDS)
+    except TimeoutError:
+        log.error("Stopping: %s did not finish within %g s; going on", what, STOP_STEP_SECONDS)
+    except Exception as e:
+        log.warning("Stopping: %s failed (%s); going on", what, type(e).__name__)
+
+
+async def _stop_tasks(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel the background tasks and wait for them, bounded; name any that will not stop and
+    the line it is stuck on (code locations only, never data)."""
+    for task in tasks:
+        task.cancel()
+    if not tasks:
+        return
+    stopped, stuck = await asyncio.wait(tasks, timeout=STOP_STEP_SECONDS)
+    for task in stopped:
+        if not task.cancelled():
+            task.exception()  # already reported by run_until_stopped; retrieved, not lost
+    for task in stuck:
+        frames = task.get_stack(limit=8)
+        where = " <- ".join(
+            f"{f.f_code.co_filename.rsplit('/', 1)[-1]}:{f.f_lineno} {f.f_code.co_name}"
+            for f in reversed(frames)
+        )
+        log.error(
+            "Stopping: task %s ignored cancellation (at %s); going on", task.get_name(), where
+        )
+
 
 class Chaperone:
     """The running bot. `start()` → background tasks; `stop()` → orderly shutdown."""
@@ -364,41 +398,31 @@ class Chaperone:
             await self.stop()
 
     async def stop(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.web.stop()
-        for task in self.tasks:
-            task.cancel()
-        for task in self.tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        """Stop in the reverse order of start. Each step gets `STOP_STEP_SECONDS`: a step that
+        hangs (a task deaf to cancellation, a pool waiting for a connection nobody returns) is
+        logged with where it stands and skipped, so a SIGTERM always ends the process."""
+        await _within("the HTTP server", self.web.stop())
+        await _stop_tasks(self.tasks)
         self.tasks = []
         if self.active:
-            await self.outbox.stop()  # what is left waits in Postgres for the next start
-        if self.active:
+            await _within("the outbox", self.outbox.stop())  # the rest waits in Postgres
             self.active = False
-            with contextlib.suppress(Exception):
-                await self.audit.append(
-                    [
-                        AuditEntry(
-                            actor="system",
-                            action="bot.stopped",
-                            subject=self.config.bot.user_id,
-                        )
-                    ]
-                )
-            with contextlib.suppress(Exception):
-                await self.checkpointer.checkpoint("stop")
-            with contextlib.suppress(Exception):
-                await self.gateway.close()
+            stopped = AuditEntry(
+                actor="system", action="bot.stopped", subject=self.config.bot.user_id
+            )
+            await _within("the bot.stopped audit row", self.audit.append([stopped]))
+            await _within("the audit checkpoint", self.checkpointer.checkpoint("stop"))
+            await _within("the Matrix client", self.gateway.close())
         if self.dbs is not None:
-            await self.dbs.close()
-            self.dbs = None
+            dbs, self.dbs = self.dbs, None
+            # On timeout asyncpg terminates the pools' connections instead of waiting for them.
+            await _within("the database pools", dbs.close())
         if self.leader is not None:
-            await self.leader.release()
-            self.leader = None
+            leader, self.leader = self.leader, None
+            await _within("the database lock", leader.release())
         if self.embedded is not None:
-            await self.embedded.astop()
-            self.embedded = None
+            embedded, self.embedded = self.embedded, None
+            await _within("the embedded Postgres", embedded.astop())
 
     async def status_lines(self) -> list[str]:
         lag = self.sync_loop.lag_seconds()

@@ -192,9 +192,9 @@ class E2EEClient:
         self.client.stop()
         if task is not None:
             try:
-                await task
-            except asyncio.CancelledError:
-                pass
+                await asyncio.wait_for(task, 10)
+            except (asyncio.CancelledError, TimeoutError):
+                self._log.warning("%s: sync did not stop within 10 s", self.user_id)
         await self._http.close()
 
     # ---- rooms ---------------------------------------------------------------------------
