@@ -7,9 +7,10 @@ import base64
 import hashlib
 import logging
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeGuard, cast
 
 import mautrix.util.logging  # noqa: F401  (installs TraceLogger before any mau.* logger exists)
 from mautrix.client import Client, SyncStream
@@ -50,7 +51,7 @@ from bot.config import Config
 from bot.db.database import Databases
 from bot.db.identity import IdentityStore
 from bot.logging_setup import quiet_repeated_crypto_warnings
-from bot.matrix.crypto_store import BatchCachingCryptoStore
+from bot.matrix.crypto_store import BatchCachingCryptoStore, claimed_message_index
 from bot.matrix.facts import trust_name
 from bot.matrix.ratelimit import PacedHTTPAPI, retry_rate_limited
 from bot.policy.posture import creators_outrank_power_levels
@@ -383,6 +384,20 @@ class MatrixGateway:
         plain["room_id"] = raw.get("room_id")
         return Decrypted(raw=plain, trust=trust_name(trust))
 
+    async def read_message_indices_ahead(self, events: Iterable[dict[str, Any]]) -> None:
+        """Before a batch's messages are decrypted one by one: read in one query which of
+        their megolm message indices are already in use (replay protection)."""
+        claims = []
+        for raw in events:
+            content = raw.get("content")
+            if raw.get("type") != "m.room.encrypted" or not isinstance(content, dict):
+                continue
+            index = claimed_message_index(content.get("ciphertext"))
+            room_id, session_id = raw.get("room_id"), content.get("session_id")
+            if index is not None and _short_str(room_id) and _short_str(session_id):
+                claims.append((RoomID(room_id), SessionID(session_id), index))
+        await self.crypto_store.read_message_indices_ahead(claims)
+
     async def request_key(self, raw: dict[str, Any]) -> None:
         """Ask the sender's device for a missing megolm session, without waiting."""
         assert self.machine is not None
@@ -500,6 +515,11 @@ class MatrixGateway:
 
     async def close(self) -> None:
         await self.client.api.session.close()
+
+
+def _short_str(value: Any) -> TypeGuard[str]:
+    """A string that can be a Matrix ID (the spec caps them at 255 bytes)."""
+    return isinstance(value, str) and 0 < len(value) <= 255
 
 
 def _as_list(value: Any) -> list[Any]:

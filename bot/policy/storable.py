@@ -16,6 +16,10 @@ from typing import Any
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
+def is_storable_text(text: str) -> bool:
+    return _UNSTORABLE.search(text) is None
+
+
 def storable_text(text: str) -> str:
     """`text` with U+0000 and surrogate code points written as `\\u0000` / `\\ud800` escapes."""
     return _UNSTORABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)

@@ -108,6 +108,7 @@ class EventPipeline:
         steps = list(self._steps(batch))
         event_ids = [raw["event_id"] for raw, _ in steps if isinstance(raw.get("event_id"), str)]
         outcome = BatchOutcome(audited=await self.audit.audited(event_ids))
+        await self.gateway.read_message_indices_ahead(raw for raw, _ in steps)
         for raw, handle in steps:
             await self._isolated(raw, outcome, handle)
         try:
@@ -121,7 +122,8 @@ class EventPipeline:
                 type(e).__name__,
                 ref,
             )
-            await self.handle_batch_event_by_event(batch)
+            with batch_scope():  # what was kept may come from the transaction rolled back
+                await self.handle_batch_event_by_event(batch)
 
     async def handle_batch_event_by_event(self, batch: SyncBatch) -> None:
         """Each event handled and stored in a savepoint of the batch's one transaction."""
