@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from mautrix.util.async_db import Database
 
-from bot.policy.room_policy import RoomPolicy
+from bot.policy.room_policy import POLICY_FIELDS, RoomPolicy
 
-_COLUMNS = {
-    "consent": "consent",
-    "enforcement": "enforcement",
-    "retention": "retention_seconds",
-    "legal_hold": "legal_hold",
-    "require_encryption": "require_encryption",
-}
+# Each field's column is named like its RoomPolicy attribute.
+_SELECT = ", ".join(
+    column
+    for spec in POLICY_FIELDS.values()
+    for column in (spec.attribute, spec.set_column)
+    if column
+)
 
 
 class RoomPolicyRepo:
@@ -24,39 +25,29 @@ class RoomPolicyRepo:
 
     async def get(self, room_id: str) -> RoomPolicy:
         row = await self.db.fetchrow(
-            "SELECT consent, enforcement, retention_set, retention_seconds, legal_hold,"
-            " require_encryption FROM room_policy WHERE room_id = $1",
+            f"SELECT {_SELECT} FROM room_policy WHERE room_id = $1",  # noqa: S608
             room_id,
         )
-        policy = self.defaults
         if row is None:
-            return policy
-        for field, column in _COLUMNS.items():
-            if field == "retention":
-                if row["retention_set"]:
-                    policy = policy.with_value("retention", row["retention_seconds"])
-            elif row[column] is not None:
-                policy = policy.with_value(field, row[column])
-        return policy
+            return self.defaults
+        overrides = {
+            spec.attribute: row[spec.attribute]
+            for spec in POLICY_FIELDS.values()
+            if (row[spec.set_column] if spec.set_column else row[spec.attribute] is not None)
+        }
+        return replace(self.defaults, **overrides)
 
     async def set(self, room_id: str, field: str, value: Any, actor: str) -> None:
-        column = _COLUMNS[field]  # KeyError for an unknown field: a bug, not user input
-        extra = ", retention_set = true" if field == "retention" else ""
+        spec = POLICY_FIELDS[field]  # KeyError for an unknown field: a bug, not user input
+        columns = [spec.attribute, *([spec.set_column] if spec.set_column else [])]
+        values = ["$2", *(["true"] if spec.set_column else [])]
+        updates = ", ".join(f"{column} = excluded.{column}" for column in columns)
         await self.db.execute(
-            f"INSERT INTO room_policy (room_id, {column}, updated_by, updated_at"  # noqa: S608
-            f"{', retention_set' if field == 'retention' else ''}) "
-            f"VALUES ($1, $2, $3, now(){', true' if field == 'retention' else ''}) "
-            f"ON CONFLICT (room_id) DO UPDATE SET {column} = excluded.{column}, "
-            f"updated_by = excluded.updated_by, updated_at = now(){extra}",
+            f"INSERT INTO room_policy (room_id, {', '.join(columns)}, updated_by, updated_at) "  # noqa: S608
+            f"VALUES ($1, {', '.join(values)}, $3, now()) "
+            f"ON CONFLICT (room_id) DO UPDATE SET {updates}, "
+            "updated_by = excluded.updated_by, updated_at = now()",
             room_id,
             value,
             actor,
         )
-
-    async def rooms_with(self, field: str, value: Any) -> list[str]:
-        column = _COLUMNS[field]
-        rows = await self.db.fetch(
-            f"SELECT room_id FROM room_policy WHERE {column} = $1",  # noqa: S608
-            value,
-        )
-        return [r["room_id"] for r in rows]

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.policy.room_policy import RoomPolicy, parse_policy_value
+from bot.policy.room_policy import FIELDS, RoomPolicy, parse_policy_value
 
 
 @pytest.mark.parametrize(
@@ -43,3 +43,16 @@ def test_value_text_round_trips() -> None:
     assert policy.value_text("retention") == "1w"
     assert policy.value_text("legal_hold") == "on"
     assert "retention: 1w" in policy.describe()
+
+
+@pytest.mark.parametrize("field", FIELDS)
+def test_every_default_is_shown_as_policy_set_takes_it(field: str) -> None:
+    default = RoomPolicy()
+    text = default.value_text(field)
+    assert parse_policy_value(field, text, retention_minimum=3600) == default.get(field)
+    assert f"{field}: {text}" in default.describe()
+
+
+def test_fields_keep_their_public_names_and_order() -> None:
+    assert FIELDS == ("consent", "enforcement", "retention", "legal_hold", "require_encryption")
+    assert RoomPolicy().with_value("retention", 60).retention_seconds == 60
