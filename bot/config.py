@@ -7,6 +7,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar, Self
 from urllib.parse import urlsplit
 
 import yaml
@@ -27,6 +28,7 @@ from bot.config_reader import (
 )
 from bot.policy.archive import is_public_key
 from bot.policy.durations import format_duration
+from bot.policy.room_policy import FIELDS, POLICY_FIELDS, RoomPolicy
 
 DEFAULT_TERMS = (
     "Consent to text messaging with our practice.\n"
@@ -67,38 +69,6 @@ SECRET_KEYS = (
     "http.api_token",
 )
 
-_SCHEMA: dict[str, tuple[str, ...]] = {
-    "homeserver": ("url", "admin_token"),
-    "bot": (
-        "user_id",
-        "password",
-        "access_token",
-        "device_name",
-        "command_prefix",
-        "management_room",
-        "admin_min_trust",
-        "data_dir",
-        "dry_run",
-    ),
-    "encryption": ("pickle_key", "recovery_key", "recovery_key_file"),
-    "database": ("url", "owner_url"),
-    "roles": ("admins", "staff", "staff_power_level", "allowed_servers"),
-    "defaults": ("consent", "enforcement", "retention", "legal_hold", "require_encryption"),
-    "consent": (
-        "terms",
-        "version",
-        "valid_days",
-        "default_hours",
-        "default_timezone",
-        "default_max_per_day",
-        "after_hours_notice",
-    ),
-    "retention": ("minimum", "method", "archive_public_key", "sweep_interval"),
-    "audit": ("hmac_key", "retention_years", "checkpoint_interval", "checkpoint_file"),
-    "http": ("listen", "api_token"),
-    "logging": ("level",),
-}
-
 
 class ConfigError(Exception):
     """An invalid configuration; `problems` holds one line per problem, none with a secret."""
@@ -111,10 +81,27 @@ class ConfigError(Exception):
         return "\n".join(self.problems)
 
 
+# Each section: a frozen dataclass with its config keys (KEYS) and a `read` that takes its
+# values from the Reader, which collects every problem instead of stopping at the first.
+
+
 @dataclass(frozen=True, slots=True)
 class HomeserverConfig:
     url: str
     admin_token: str = field(default="", repr=False)
+
+    KEYS: ClassVar = ("url", "admin_token")
+
+    @classmethod
+    def read(cls, r: Reader) -> Self:
+        return cls(
+            url=r.required(
+                "homeserver.url",
+                is_http_url,
+                "an http or https URL, like https://matrix.example.org",
+            ),
+            admin_token=r.secret("homeserver.admin_token"),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +116,59 @@ class BotConfig:
     data_dir: str = "./data"
     dry_run: bool = False
 
+    KEYS: ClassVar = (
+        "user_id",
+        "password",
+        "access_token",
+        "device_name",
+        "command_prefix",
+        "management_room",
+        "admin_min_trust",
+        "data_dir",
+        "dry_run",
+    )
+
+    @classmethod
+    def read(cls, r: Reader, base_dir: Path) -> Self:
+        data_dir = r.text("bot.data_dir", "./data", "a directory path")
+        bot = cls(
+            user_id=r.required(
+                "bot.user_id", is_user_id, "a Matrix user ID, like @chaperone:server"
+            ),
+            password=r.secret("bot.password"),
+            access_token=r.secret("bot.access_token"),
+            device_name=r.text("bot.device_name", "Chaperone", "a device name", nonempty=True),
+            command_prefix=r.text(
+                "bot.command_prefix",
+                "!chaperone",
+                "a word like !chaperone",
+                check=lambda v: bool(re.fullmatch(r"\S+", v)),
+            ),
+            management_room=r.text(
+                "bot.management_room",
+                "",
+                "a room ID like !abc:server, or empty",
+                check=lambda v: v == "" or bool(re.fullmatch(r"![^\s]+", v)),
+                placeholder=True,
+            ),
+            admin_min_trust=r.choice(
+                "bot.admin_min_trust", "cross-signed", ("any", "cross-signed", "verified")
+            ),
+            data_dir=str(resolve_path(base_dir, data_dir or "./data")),
+            dry_run=r.flag("bot.dry_run", False),
+        )
+        if (
+            not bot.password
+            and not bot.access_token
+            and not r.seen("bot.password", "bot.access_token")
+        ):
+            r.problem(
+                "bot.password",
+                "missing; expected bot.password or bot.access_token (or "
+                f"{env_var('bot.password')} / {env_var('bot.access_token')})",
+            )
+        return bot
+
 
 @dataclass(frozen=True, slots=True)
 class EncryptionConfig:
@@ -136,11 +176,39 @@ class EncryptionConfig:
     recovery_key: str = field(default="", repr=False)
     recovery_key_file: str = ""
 
+    KEYS: ClassVar = ("pickle_key", "recovery_key", "recovery_key_file")
+
+    @classmethod
+    def read(cls, r: Reader, base_dir: Path) -> Self:
+        key_file = r.text("encryption.recovery_key_file", "", "a file path")
+        return cls(
+            pickle_key=r.secret("encryption.pickle_key", required=True),
+            recovery_key=r.secret("encryption.recovery_key"),
+            recovery_key_file=str(resolve_path(base_dir, key_file)) if key_file else "",
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class DatabaseConfig:
     url: str = field(default="", repr=False)
     owner_url: str = field(default="", repr=False)
+
+    KEYS: ClassVar = ("url", "owner_url")
+
+    @classmethod
+    def read(cls, r: Reader) -> Self:
+        return cls(
+            url=r.secret(
+                "database.url",
+                check=is_postgres_url,
+                expected="a postgresql:// URL, or empty for the embedded Postgres",
+            ),
+            owner_url=r.secret(
+                "database.owner_url",
+                check=is_postgres_url,
+                expected="a postgresql:// URL of the role that owns the tables, or empty",
+            ),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,14 +218,32 @@ class RolesConfig:
     staff_power_level: int | None = None  # None: room power never makes anyone staff
     allowed_servers: tuple[str, ...] = ()
 
+    KEYS: ClassVar = ("admins", "staff", "staff_power_level", "allowed_servers")
 
-@dataclass(frozen=True, slots=True)
-class DefaultsConfig:
-    consent: str = "required"
-    enforcement: str = "redact"
-    retention_seconds: int | None = None
-    legal_hold: bool = False
-    require_encryption: bool = True
+    @classmethod
+    def read(cls, r: Reader) -> Self:
+        user_id = "a Matrix user ID like @name:server"
+        return cls(
+            admins=r.listing("roles.admins", is_user_id, user_id),
+            staff=r.listing("roles.staff", is_user_id, user_id),
+            staff_power_level=r.level_or_off("roles.staff_power_level"),
+            allowed_servers=r.listing(
+                "roles.allowed_servers", is_server_name, "a server name like example.org"
+            ),
+        )
+
+
+# The `defaults` section is the policy of a room no admin has changed; its keys, defaults and
+# readers are the policy fields declared on RoomPolicy.
+DefaultsConfig = RoomPolicy
+
+
+def _read_defaults(r: Reader) -> DefaultsConfig:
+    values = {
+        spec.attribute: spec.kind.read(r, f"defaults.{name}", spec.default)
+        for name, spec in POLICY_FIELDS.items()
+    }
+    return DefaultsConfig(**values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +256,49 @@ class ConsentConfig:
     default_max_per_day: int = 10
     after_hours_notice: str = DEFAULT_AFTER_HOURS_NOTICE
 
+    KEYS: ClassVar = (
+        "terms",
+        "version",
+        "valid_days",
+        "default_hours",
+        "default_timezone",
+        "default_max_per_day",
+        "after_hours_notice",
+    )
+
+    @classmethod
+    def read(cls, r: Reader) -> Self:
+        return cls(
+            terms=r.text("consent.terms", DEFAULT_TERMS, "the consent form text", nonempty=True),
+            version=r.text(
+                "consent.version",
+                "1",
+                "a version name like 2026-01",
+                nonempty=True,
+                numbers_ok=True,
+            ),
+            valid_days=r.integer("consent.valid_days", 365, 1, 36500),
+            default_hours=r.text(
+                "consent.default_hours",
+                "Mon-Fri 09:00-17:00",
+                "hours like Mon-Fri 09:00-17:00 or daily 08:00-20:00; ranges separated by ;",
+                check=is_hours,
+            ),
+            default_timezone=r.text(
+                "consent.default_timezone",
+                "America/New_York",
+                "an IANA time zone like America/New_York",
+                check=is_timezone,
+            ),
+            default_max_per_day=r.integer("consent.default_max_per_day", 10, 1, 1000),
+            after_hours_notice=r.text(
+                "consent.after_hours_notice",
+                DEFAULT_AFTER_HOURS_NOTICE,
+                "the notice text",
+                nonempty=True,
+            ),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class RetentionConfig:
@@ -177,6 +306,23 @@ class RetentionConfig:
     method: str = "redact"
     archive_public_key: str = ""
     sweep_interval_seconds: int = 600
+
+    KEYS: ClassVar = ("minimum", "method", "archive_public_key", "sweep_interval")
+
+    @classmethod
+    def read(cls, r: Reader) -> Self:
+        return cls(
+            minimum_seconds=r.duration("retention.minimum", "1h"),
+            method=r.choice("retention.method", "redact", ("redact", "purge")),
+            archive_public_key=r.text(
+                "retention.archive_public_key",
+                "",
+                "the public key printed by chaperone keygen, or empty",
+                check=is_public_key,
+                placeholder=True,
+            ),
+            sweep_interval_seconds=r.duration("retention.sweep_interval", "10m"),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,11 +332,45 @@ class AuditConfig:
     checkpoint_interval_seconds: int = 3600
     checkpoint_file: str = ""
 
+    KEYS: ClassVar = ("hmac_key", "retention_years", "checkpoint_interval", "checkpoint_file")
+
+    @classmethod
+    def read(cls, r: Reader, base_dir: Path) -> Self:
+        checkpoint_file = r.text("audit.checkpoint_file", "", "a file path, or empty")
+        return cls(
+            hmac_key=r.secret(
+                "audit.hmac_key",
+                required=True,
+                check=lambda v: len(v) >= 16,
+                expected="at least 16 characters",
+            ),
+            retention_years=r.integer("audit.retention_years", 6, 6, 100),
+            checkpoint_interval_seconds=r.duration("audit.checkpoint_interval", "1h"),
+            checkpoint_file=(
+                str(resolve_path(base_dir, checkpoint_file)) if checkpoint_file else ""
+            ),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class HttpConfig:
     listen: str = "127.0.0.1:8080"
     api_token: str = field(default="", repr=False)
+
+    KEYS: ClassVar = ("listen", "api_token")
+
+    @classmethod
+    def read(cls, r: Reader) -> Self:
+        return cls(
+            listen=r.text(
+                "http.listen", "127.0.0.1:8080", "host:port, like 127.0.0.1:8080", check=is_listen
+            ),
+            api_token=r.secret(
+                "http.api_token",
+                check=lambda v: len(v) >= 32,
+                expected="at least 32 characters (e.g. openssl rand -hex 32)",
+            ),
+        )
 
     @property
     def host(self) -> str:
@@ -206,6 +386,13 @@ class HttpConfig:
 @dataclass(frozen=True, slots=True)
 class LoggingConfig:
     level: str = "INFO"
+
+    KEYS: ClassVar = ("level",)
+
+    @classmethod
+    def read(cls, r: Reader) -> Self:
+        levels = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+        return cls(level=r.choice("logging.level", "INFO", levels, upper=True))
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +434,21 @@ class Config:
         return [value for value in values if value]
 
 
+_SCHEMA = {
+    "homeserver": HomeserverConfig.KEYS,
+    "bot": BotConfig.KEYS,
+    "encryption": EncryptionConfig.KEYS,
+    "database": DatabaseConfig.KEYS,
+    "roles": RolesConfig.KEYS,
+    "defaults": FIELDS,
+    "consent": ConsentConfig.KEYS,
+    "retention": RetentionConfig.KEYS,
+    "audit": AuditConfig.KEYS,
+    "http": HttpConfig.KEYS,
+    "logging": LoggingConfig.KEYS,
+}
+
+
 def env_var(key: str) -> str:
     """The variable overriding a secret key: bot.password → CHAPERONE_BOT_PASSWORD."""
     return "CHAPERONE_" + key.replace(".", "_").upper()
@@ -276,176 +478,43 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
 def parse_config(data: object, env: Mapping[str, str], base_dir: Path) -> Config:
     """Validate parsed YAML into a Config; relative paths resolve against `base_dir`."""
     r = Reader(data, env, _SCHEMA, {key: env_var(key) for key in SECRET_KEYS})
-    homeserver = HomeserverConfig(
-        url=r.required(
-            "homeserver.url", is_http_url, "an http or https URL, like https://matrix.example.org"
-        ),
-        admin_token=r.secret("homeserver.admin_token"),
+    config = Config(
+        homeserver=HomeserverConfig.read(r),
+        bot=BotConfig.read(r, base_dir),
+        encryption=EncryptionConfig.read(r, base_dir),
+        database=DatabaseConfig.read(r),
+        roles=RolesConfig.read(r),
+        defaults=_read_defaults(r),
+        consent=ConsentConfig.read(r),
+        retention=RetentionConfig.read(r),
+        audit=AuditConfig.read(r, base_dir),
+        http=HttpConfig.read(r),
+        logging=LoggingConfig.read(r),
     )
-    data_dir = r.text("bot.data_dir", "./data", "a directory path")
-    bot = BotConfig(
-        user_id=r.required("bot.user_id", is_user_id, "a Matrix user ID, like @chaperone:server"),
-        password=r.secret("bot.password"),
-        access_token=r.secret("bot.access_token"),
-        device_name=r.text("bot.device_name", "Chaperone", "a device name", nonempty=True),
-        command_prefix=r.text(
-            "bot.command_prefix",
-            "!chaperone",
-            "a word like !chaperone",
-            check=lambda v: bool(re.fullmatch(r"\S+", v)),
-        ),
-        management_room=r.text(
-            "bot.management_room",
-            "",
-            "a room ID like !abc:server, or empty",
-            check=lambda v: v == "" or bool(re.fullmatch(r"![^\s]+", v)),
-            placeholder=True,
-        ),
-        admin_min_trust=r.choice(
-            "bot.admin_min_trust", "cross-signed", ("any", "cross-signed", "verified")
-        ),
-        data_dir=str(resolve_path(base_dir, data_dir or "./data")),
-        dry_run=r.flag("bot.dry_run", False),
-    )
-    if (
-        not bot.password
-        and not bot.access_token
-        and not r.seen("bot.password", "bot.access_token")
-    ):
-        r.problem(
-            "bot.password",
-            "missing; expected bot.password or bot.access_token (or "
-            f"{env_var('bot.password')} / {env_var('bot.access_token')})",
-        )
-    key_file = r.text("encryption.recovery_key_file", "", "a file path")
-    encryption = EncryptionConfig(
-        pickle_key=r.secret("encryption.pickle_key", required=True),
-        recovery_key=r.secret("encryption.recovery_key"),
-        recovery_key_file=str(resolve_path(base_dir, key_file)) if key_file else "",
-    )
-    database = DatabaseConfig(
-        url=r.secret(
-            "database.url",
-            check=is_postgres_url,
-            expected="a postgresql:// URL, or empty for the embedded Postgres",
-        ),
-        owner_url=r.secret(
-            "database.owner_url",
-            check=is_postgres_url,
-            expected="a postgresql:// URL of the role that owns the tables, or empty",
-        ),
-    )
-    roles = RolesConfig(
-        admins=r.listing("roles.admins", is_user_id, "a Matrix user ID like @name:server"),
-        staff=r.listing("roles.staff", is_user_id, "a Matrix user ID like @name:server"),
-        staff_power_level=r.level_or_off("roles.staff_power_level"),
-        allowed_servers=r.listing(
-            "roles.allowed_servers", is_server_name, "a server name like example.org"
-        ),
-    )
-    defaults = DefaultsConfig(
-        consent=r.choice("defaults.consent", "required", ("required", "off")),
-        enforcement=r.choice("defaults.enforcement", "redact", ("redact", "warn", "audit")),
-        retention_seconds=r.retention("defaults.retention"),
-        legal_hold=r.flag("defaults.legal_hold", False),
-        require_encryption=r.flag("defaults.require_encryption", True),
-    )
-    consent = ConsentConfig(
-        terms=r.text("consent.terms", DEFAULT_TERMS, "the consent form text", nonempty=True),
-        version=r.text(
-            "consent.version", "1", "a version name like 2026-01", nonempty=True, numbers_ok=True
-        ),
-        valid_days=r.integer("consent.valid_days", 365, 1, 36500),
-        default_hours=r.text(
-            "consent.default_hours",
-            "Mon-Fri 09:00-17:00",
-            "hours like Mon-Fri 09:00-17:00 or daily 08:00-20:00; ranges separated by ;",
-            check=is_hours,
-        ),
-        default_timezone=r.text(
-            "consent.default_timezone",
-            "America/New_York",
-            "an IANA time zone like America/New_York",
-            check=is_timezone,
-        ),
-        default_max_per_day=r.integer("consent.default_max_per_day", 10, 1, 1000),
-        after_hours_notice=r.text(
-            "consent.after_hours_notice",
-            DEFAULT_AFTER_HOURS_NOTICE,
-            "the notice text",
-            nonempty=True,
-        ),
-    )
-    retention = RetentionConfig(
-        minimum_seconds=r.duration("retention.minimum", "1h"),
-        method=r.choice("retention.method", "redact", ("redact", "purge")),
-        archive_public_key=r.text(
-            "retention.archive_public_key",
-            "",
-            "the public key printed by chaperone keygen, or empty",
-            check=is_public_key,
-            placeholder=True,
-        ),
-        sweep_interval_seconds=r.duration("retention.sweep_interval", "10m"),
-    )
-    checkpoint_file = r.text("audit.checkpoint_file", "", "a file path, or empty")
-    audit = AuditConfig(
-        hmac_key=r.secret(
-            "audit.hmac_key",
-            required=True,
-            check=lambda v: len(v) >= 16,
-            expected="at least 16 characters",
-        ),
-        retention_years=r.integer("audit.retention_years", 6, 6, 100),
-        checkpoint_interval_seconds=r.duration("audit.checkpoint_interval", "1h"),
-        checkpoint_file=str(resolve_path(base_dir, checkpoint_file)) if checkpoint_file else "",
-    )
-    http = HttpConfig(
-        listen=r.text(
-            "http.listen", "127.0.0.1:8080", "host:port, like 127.0.0.1:8080", check=is_listen
-        ),
-        api_token=r.secret(
-            "http.api_token",
-            check=lambda v: len(v) >= 32,
-            expected="at least 32 characters (e.g. openssl rand -hex 32)",
-        ),
-    )
-    logging = LoggingConfig(
-        level=r.choice(
-            "logging.level", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), upper=True
-        )
-    )
-    minimum = retention.minimum_seconds
-    if defaults.retention_seconds is not None and defaults.retention_seconds < minimum:
+    _check_across_sections(config, r)
+    if r.problems:
+        raise ConfigError(r.problems)
+    return config
+
+
+def _check_across_sections(config: Config, r: Reader) -> None:
+    minimum = config.retention.minimum_seconds
+    retention = config.defaults.retention_seconds
+    if retention is not None and retention < minimum:
         r.problem(
             "defaults.retention",
-            f"{format_duration(defaults.retention_seconds)} is "
+            f"{format_duration(retention)} is "
             f"shorter than retention.minimum; expected at least {format_duration(minimum)}",
         )
     if (
-        retention.method == "purge"
-        and not homeserver.admin_token
+        config.retention.method == "purge"
+        and not config.homeserver.admin_token
         and not r.seen("homeserver.admin_token")
     ):
         r.problem(
             "retention.method",
             "purge needs homeserver.admin_token; expected a Synapse admin token, or method redact",
         )
-    if r.problems:
-        raise ConfigError(r.problems)
-    return Config(
-        homeserver,
-        bot,
-        encryption,
-        database,
-        roles,
-        defaults,
-        consent,
-        retention,
-        audit,
-        http,
-        logging,
-    )
 
 
 def check_warnings(config: Config) -> list[str]:

@@ -17,14 +17,8 @@ PolicyListener = Callable[[str, str, RoomPolicy, RoomPolicy], Awaitable[None]]
 
 
 def defaults_from(config: Config) -> RoomPolicy:
-    d = config.defaults
-    return RoomPolicy(
-        consent=d.consent,
-        enforcement=d.enforcement,
-        retention_seconds=d.retention_seconds,
-        legal_hold=d.legal_hold,
-        require_encryption=d.require_encryption,
-    )
+    """The policy of a room no admin has changed: the config's `defaults` section."""
+    return config.defaults
 
 
 class PolicyService:

@@ -18,6 +18,7 @@ from bot.config import (
     load_config,
     parse_config,
 )
+from bot.policy.room_policy import RoomPolicy
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.yaml"
 
@@ -233,6 +234,34 @@ def test_every_problem_is_listed_at_once() -> None:
     assert any("'5x' is not a duration" in p for p in problems)
     assert any("'Mars/Base'" in p for p in problems)
     assert all("\n" not in p and "expected" in p for p in problems)
+
+
+def test_problems_come_section_by_section_then_across_sections() -> None:
+    data = config_with(
+        logging__level="LOUD",
+        bot__dry_run="maybe",
+        homeserver__url="matrix.clinic.test",
+        defaults__retention="30m",
+        retention__method="purge",
+        extra={},
+    )
+    keys = [problem.split(": ")[0] for problem in problems_of(data)]
+    assert keys == [
+        "extra",
+        "homeserver.url",
+        "bot.dry_run",
+        "logging.level",
+        "defaults.retention",
+        "retention.method",
+    ]
+
+
+def test_defaults_section_is_the_policy_of_an_unchanged_room(tmp_path: Path) -> None:
+    assert parse_config(config_with(defaults=None), {}, tmp_path).defaults == RoomPolicy()
+    data = config_with(defaults={"retention": "2d", "legal_hold": "on", "consent": "off"})
+    assert parse_config(data, {}, tmp_path).defaults == RoomPolicy(
+        consent="off", retention_seconds=2 * 86400, legal_hold=True
+    )
 
 
 @pytest.mark.parametrize(
