@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine: creates .venv with what the job needs, then runs it.
 #   ./run.sh demo     local Synapse + embedded Postgres + the bot, ready for Element
-#   ./run.sh test     the whole test suite (real Postgres, real Synapse, real E2EE clients)
+#   ./run.sh test     ruff, ruff format --check and mypy, then the whole test suite (real Postgres,
+#                     real Synapse, real E2EE clients); CHAPERONE_SKIP_LINT=1 skips the first three
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV=.venv
@@ -17,8 +18,23 @@ ensure_venv() {
   fi
 }
 
+# What CI checks before any test runs; CHAPERONE_SKIP_LINT=1 skips it (e.g. re-running one test).
+lint() {
+  [ "${CHAPERONE_SKIP_LINT:-}" = 1 ] && return 0
+  "$VENV/bin/ruff" check bot tests \
+    || fail "ruff check found problems (see above; many are fixed by: $VENV/bin/ruff check --fix bot tests)"
+  "$VENV/bin/ruff" format --check bot tests \
+    || fail "ruff format would change the files above (run: $VENV/bin/ruff format bot tests)"
+  "$VENV/bin/mypy" || fail "mypy (strict, over bot/ and tests/) found type errors (see above)"
+}
+
+fail() {
+  echo "./run.sh test: $1; no tests were run." >&2
+  exit 1
+}
+
 case "${1:-}" in
   demo) shift; ensure_venv demo; exec "$VENV/bin/chaperone" demo "$@" ;;
-  test) shift; ensure_venv test; exec "$VENV/bin/python" -m pytest -q "$@" ;;
+  test) shift; ensure_venv test; lint; exec "$VENV/bin/python" -m pytest -q "$@" ;;
   *) echo "usage: ./run.sh demo | ./run.sh test [pytest args]" >&2; exit 2 ;;
 esac

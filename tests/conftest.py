@@ -20,10 +20,10 @@ def pg_server_url() -> Iterator[str]:
     if configured:
         yield configured
         return
-    import pgserver
+    from pgserver.postgres_server import get_server
 
     with tempfile.TemporaryDirectory(prefix="chaperone-pg-") as data_dir:
-        server = pgserver.get_server(data_dir, cleanup_mode="stop")
+        server = get_server(data_dir, cleanup_mode="stop")
         server.psql("ALTER SYSTEM SET fsync = off")
         server.psql("ALTER SYSTEM SET synchronous_commit = off")
         server.psql("ALTER SYSTEM SET full_page_writes = off")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import olm
 from mautrix.crypto import InboundGroupSession
 from mautrix.types import EventID, IdentityKey, RoomID, SessionID, SigningKey, UserID
+from olm.group_session import InboundGroupSession as OlmInboundGroupSession
+from olm.group_session import OutboundGroupSession
 
 from bot.batch_scope import batch_scope
 from bot.db.database import Databases
@@ -14,7 +15,7 @@ ROOM = RoomID("!room:x")
 
 
 def inbound_session(sender: str = "sender") -> InboundGroupSession:
-    outbound = olm.OutboundGroupSession()
+    outbound = OutboundGroupSession()
     return InboundGroupSession(
         session_key=outbound.session_key,
         signing_key=SigningKey("signing"),
@@ -54,7 +55,7 @@ async def test_a_batch_reads_a_session_once_and_saves_its_bookkeeping_with_the_c
     assert loaded is not None and loaded.id == sid
 
 
-def encrypted_at(outbound: olm.OutboundGroupSession, count: int) -> list[str]:
+def encrypted_at(outbound: OutboundGroupSession, count: int) -> list[str]:
     return [outbound.encrypt(f"message {i}") for i in range(count)]
 
 
@@ -66,8 +67,8 @@ async def index_rows(dbs: Databases) -> list[tuple[int, str]]:
 
 
 async def test_the_header_index_is_the_one_decryption_finds() -> None:
-    outbound = olm.OutboundGroupSession()
-    inbound = olm.InboundGroupSession(outbound.session_key)
+    outbound = OutboundGroupSession()
+    inbound = OlmInboundGroupSession(outbound.session_key)
     for ciphertext in encrypted_at(outbound, 300):  # indices past 127 take two varint bytes
         assert claimed_message_index(ciphertext) == inbound.decrypt(ciphertext)[1]
     for hostile in [None, 7, "", "AwgB", "not base64 at all!!", "BAgBEhA" + "A" * 40, "☃" * 20]:

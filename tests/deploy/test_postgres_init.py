@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 import asyncpg
 import pytest
+from mautrix.util.async_db import Connection
 
 from tests.deploy.conftest import DOCKER
 
@@ -26,10 +27,10 @@ PASSWORDS = {
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[tuple[Path, int]]:
     """A brand-new cluster of its own: the script creates cluster-wide roles."""
-    import pgserver
+    from pgserver.postgres_server import get_server
 
     with tempfile.TemporaryDirectory(prefix="chaperone-initdb-") as data_dir:
-        server = pgserver.get_server(data_dir, cleanup_mode="stop")
+        server = get_server(data_dir, cleanup_mode="stop")
         info = server.get_postmaster_info()
         try:
             yield Path(info.socket_dir), int(info.port)
@@ -110,12 +111,13 @@ async def test_bot_migrates_as_owner_and_runs_unable_to_change_history(
 
     bot_url = url("chaperone", "chaperone", initialised)
     dbs = await open_databases(bot_url, owner_url=url("chaperone_owner", "chaperone", initialised))
+    conn: Connection
     try:
         async with dbs.main.acquire() as conn:
             assert await history_risk(conn) is None
     finally:
         await dbs.close()
-    conn = await asyncpg.connect(bot_url)
+    bot_conn = await asyncpg.connect(bot_url)
     try:
         for statement in (
             "TRUNCATE audit_log",
@@ -123,8 +125,8 @@ async def test_bot_migrates_as_owner_and_runs_unable_to_change_history(
             "DELETE FROM consent",
         ):
             with pytest.raises(asyncpg.PostgresError):
-                await conn.execute(statement)
+                await bot_conn.execute(statement)
         with pytest.raises(asyncpg.PostgresError):  # other roles keep out of Synapse's database
             await asyncpg.connect(url("chaperone", "synapse", initialised))
     finally:
-        await conn.close()
+        await bot_conn.close()

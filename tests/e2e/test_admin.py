@@ -15,7 +15,7 @@ from bot.devtools.e2ee_client import E2EEClient
 from tests.e2e.admin_helpers import ask, bot_with_management_room
 from tests.e2e.bot_env import BotEnv, RunningBot
 from tests.e2e.test_foundation import staffed_room, wait_rows
-from tests.e2e.test_late_keys import send_withheld, send_without_bot_key
+from tests.e2e.test_late_keys import identity_key, send_withheld, send_without_bot_key
 from tests.fixtures_synapse import MakeE2EEUser
 
 ADMIN_COMMANDS = (
@@ -173,7 +173,7 @@ async def test_a_decryption_failure_is_announced_in_the_management_room(
             bot.app.gateway.device_id,
             room,
             session.id,
-            patient.olm.account.identity_key,
+            identity_key(patient),
         )
         await wait_rows(db_url, "decryption.failed", event_id=event_id)
         alert = await admin.wait_for_message(

@@ -52,7 +52,8 @@ def body(evt: MessageEvent) -> str:
 
 
 def mentions(evt: MessageEvent) -> list[str]:
-    return list(evt.content.serialize().get("m.mentions", {}).get("user_ids", []))
+    content: dict[str, Any] = evt.content.serialize()
+    return list(content.get("m.mentions", {}).get("user_ids", []))
 
 
 async def bot_says(client: E2EEClient, room: RoomID, bot: BotEnv, text: str) -> MessageEvent:
@@ -81,7 +82,8 @@ def redacted(client: E2EEClient, room: RoomID) -> set[str]:
 async def consent_rows(db_url: str) -> list[asyncpg.Record]:
     conn = await asyncpg.connect(db_url)
     try:
-        return await conn.fetch("SELECT * FROM consent ORDER BY id")
+        rows: list[asyncpg.Record] = await conn.fetch("SELECT * FROM consent ORDER BY id")
+        return rows
     finally:
         await conn.close()
 

@@ -9,13 +9,15 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
+from mautrix.types import RoomID
 
 from bot.devtools.e2ee_client import E2EEClient
 
 
-async def test_demo_answers_help_and_stops_cleanly(tmp_path) -> None:
+async def test_demo_answers_help_and_stops_cleanly(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "bot", "demo", "--data-dir", str(tmp_path / "demo")],
         stdout=subprocess.PIPE,
@@ -33,7 +35,7 @@ async def test_demo_answers_help_and_stops_cleanly(tmp_path) -> None:
         ready_seconds = time.monotonic() - started
         text = "".join(lines)
         homeserver = re.search(r"Homeserver:\s+(\S+)", text).group(1)  # type: ignore[union-attr]
-        room_id = re.search(r"Demo room:\s+(\S+)", text).group(1)  # type: ignore[union-attr]
+        room_id = RoomID(re.search(r"Demo room:\s+(\S+)", text).group(1))  # type: ignore[union-attr]
         users = dict(re.findall(r"user (@\S+)\s+password (\S+)", text))
         assert set(u.split(":")[0] for u in users) == {"@admin", "@therapist", "@patient"}
 

@@ -14,7 +14,7 @@ import aiohttp
 import asyncpg
 import yaml
 from mautrix.client import ClientAPI
-from mautrix.types import EventType, PaginationDirection, RoomID
+from mautrix.types import Event, EventType, PaginationDirection, RoomID, SyncToken
 
 from bot.devtools.synapse import SynapseServer
 from tests.e2e.bot_env import BotEnv, BotProcess, RunningBot, base_config
@@ -52,9 +52,14 @@ async def rate_limited_env(
     return env, [bot, staff, patient, admin]
 
 
+def admin_levels(bot: ClientAPI) -> dict[str, Any]:
+    """A power-level override that makes the bot a room admin."""
+    return {"users": {bot.mxid: 100}}
+
+
 async def patient_room(staff: ClientAPI, patient: ClientAPI, bot: ClientAPI) -> RoomID:
     room_id = await staff.create_room(
-        invitees=[patient.mxid, bot.mxid], power_level_override={"users": {bot.mxid: 100}}
+        invitees=[patient.mxid, bot.mxid], power_level_override=admin_levels(bot)
     )
     await patient.join_room_by_id(room_id)
     return room_id
@@ -92,10 +97,14 @@ async def bot_events(client: ClientAPI, room_id: RoomID, bot: str) -> list[Any]:
         page = await client.get_messages(
             room_id, direction=PaginationDirection.BACKWARD, from_token=token, limit=100
         )
-        found += [e for e in page.events if e.sender == bot]
-        if not page.events or page.end is None:
+        # PaginatedMessages is a keyword-form NamedTuple, whose fields mypy cannot see.
+        fields = page._asdict()
+        events: list[Event] = fields["events"]
+        end: SyncToken | None = fields["end"]
+        found += [e for e in events if e.sender == bot]
+        if not events or end is None:
             return found
-        token = page.end
+        token = end
 
 
 async def test_every_violation_is_redacted_under_default_limits_and_no_room_waits(
@@ -108,7 +117,7 @@ async def test_every_violation_is_redacted_under_default_limits_and_no_room_wait
     try:
         flooded = await patient_room(staff, patient, bot_api)
         quiet = await staff.create_room(
-            invitees=[bot_api.mxid], power_level_override={"users": {bot_api.mxid: 100}}
+            invitees=[bot_api.mxid], power_level_override=admin_levels(bot_api)
         )
         await wait_joined(db_url, flooded)
         await wait_joined(db_url, quiet)

@@ -6,7 +6,9 @@ import asyncio
 import json
 
 import asyncpg
+from mautrix.types import RoomID
 
+from bot.devtools.e2ee_client import E2EEClient
 from bot.policy.audit_chain import message_hmac
 from tests.e2e.bot_env import HMAC_KEY, BotEnv, RunningBot
 from tests.fixtures_synapse import MakeE2EEUser
@@ -16,16 +18,19 @@ async def audit_rows(db_url: str, action: str, **where: str) -> list[asyncpg.Rec
     conn = await asyncpg.connect(db_url)
     try:
         clauses = ["action = $1"] + [f"{k} = ${i + 2}" for i, k in enumerate(where)]
-        return await conn.fetch(
+        rows: list[asyncpg.Record] = await conn.fetch(
             f"SELECT * FROM audit_log WHERE {' AND '.join(clauses)} ORDER BY seq",
             action,
             *where.values(),
         )
+        return rows
     finally:
         await conn.close()
 
 
-async def wait_rows(db_url: str, action: str, count: int = 1, timeout: float = 15, **where: str):
+async def wait_rows(
+    db_url: str, action: str, count: int = 1, timeout: float = 15, **where: str
+) -> list[asyncpg.Record]:
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         try:
@@ -37,7 +42,9 @@ async def wait_rows(db_url: str, action: str, count: int = 1, timeout: float = 1
         await asyncio.sleep(0.1)
 
 
-async def staffed_room(bot_env: BotEnv, e2ee_user: MakeE2EEUser, bot: RunningBot):
+async def staffed_room(
+    bot_env: BotEnv, e2ee_user: MakeE2EEUser, bot: RunningBot
+) -> tuple[E2EEClient, E2EEClient, RoomID]:
     """A staff member's encrypted room with the bot and a patient in it."""
     staff = await e2ee_user(credentials=bot_env.staff)
     patient = await e2ee_user("patient")

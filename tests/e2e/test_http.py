@@ -52,7 +52,7 @@ async def test_health_metrics_and_the_audit_api(
     _, after = await get(running_bot, "/metrics")
     assert events_processed(after) > events_processed(before)
 
-    attempts = (
+    attempts: tuple[tuple[dict[str, str], str], ...] = (
         ({}, "missing token"),
         ({"Authorization": "Bearer not-the-token"}, "wrong token"),
         ({"Authorization": f"Basic {API_TOKEN}"}, "missing token"),

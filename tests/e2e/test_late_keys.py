@@ -4,10 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any, cast
 
 import asyncpg
+import pytest
 from mautrix.crypto import OutboundGroupSession
-from mautrix.types import EventType, MessageType, RoomID, TextMessageEventContent, UserID
+from mautrix.types import (
+    DeviceID,
+    EncryptedEventContent,
+    EncryptionAlgorithm,
+    EventContent,
+    EventType,
+    IdentityKey,
+    MessageType,
+    RoomID,
+    RoomKeyWithheldCode,
+    RoomKeyWithheldEventContent,
+    SessionID,
+    TextMessageEventContent,
+    UserID,
+)
 
 from bot.devtools.e2ee_client import E2EEClient
 from tests.e2e.bot_env import BotEnv, RunningBot
@@ -30,9 +46,25 @@ async def send_without_bot_key(
     session = await olm.crypto_store.get_outbound_group_session(RoomID(room_id))
     assert session is not None and session.id == content.session_id
     event_id = await sender.client.send_message_event(
-        RoomID(room_id), EventType.ROOM_ENCRYPTED, content, disable_encryption=True
+        RoomID(room_id),
+        EventType.ROOM_ENCRYPTED,
+        EncryptedEventContent(content),
+        disable_encryption=True,
     )
     return str(event_id), session
+
+
+def raw_content(content: dict[str, Any]) -> EventContent:
+    """Content as plain JSON, e.g. deliberately malformed: mautrix sends a dict as it stands,
+    though its types name only its content classes."""
+    return cast(EventContent, content)
+
+
+def identity_key(client: E2EEClient) -> str:
+    """The Curve25519 identity key of the client's device."""
+    account = client.olm.account
+    assert account is not None
+    return str(account.identity_key)
 
 
 async def send_withheld(
@@ -45,16 +77,16 @@ async def send_withheld(
     code: str = "m.unverified",
 ) -> None:
     """`m.room_key.withheld` from `sender` to the bot's device, naming `session_id`."""
-    content = {
-        "algorithm": "m.megolm.v1.aes-sha2",
-        "room_id": room_id,
-        "session_id": session_id,
-        "sender_key": sender_key,
-        "code": code,
-        "reason": "The sender has disabled encrypting to unverified devices.",
-    }
+    content = RoomKeyWithheldEventContent(
+        algorithm=EncryptionAlgorithm.MEGOLM_V1,
+        room_id=RoomID(room_id),
+        session_id=SessionID(session_id),
+        sender_key=IdentityKey(sender_key),
+        code=RoomKeyWithheldCode(code),
+        reason="The sender has disabled encrypting to unverified devices.",
+    )
     await sender.client.send_to_device(
-        EventType.ROOM_KEY_WITHHELD, {UserID(bot_user): {bot_device: content}}
+        EventType.ROOM_KEY_WITHHELD, {UserID(bot_user): {DeviceID(bot_device): content}}
     )
 
 
@@ -106,7 +138,7 @@ async def test_a_withheld_key_fails_at_once_and_the_room_is_told(
         running_bot.app.gateway.device_id,
         room_id,
         session.id,
-        patient.olm.account.identity_key,
+        identity_key(patient),
     )
     rows = await wait_rows(db_url, "decryption.failed", event_id=event_id, timeout=5)
     assert len(rows) == 1
@@ -132,14 +164,18 @@ async def test_a_key_that_never_comes_is_given_up_and_audited(
 
 
 async def test_a_malformed_encrypted_message_is_recorded_not_logged_and_blocks_nothing(
-    bot_env: BotEnv, running_bot: RunningBot, e2ee_user: MakeE2EEUser, db_url: str, caplog
+    bot_env: BotEnv,
+    running_bot: RunningBot,
+    e2ee_user: MakeE2EEUser,
+    db_url: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level("DEBUG")
     staff, patient, room_id = await staffed_room(bot_env, e2ee_user, running_bot)
     bad = await patient.client.send_message_event(
         RoomID(room_id),
         EventType.ROOM_MESSAGE,
-        {"msgtype": "m.image", "body": "private words 5c1d", "info": "not an object"},
+        raw_content({"msgtype": "m.image", "body": "private words 5c1d", "info": "not an object"}),
     )
     rows = await wait_rows(db_url, "decryption.failed", event_id=str(bad))
     assert len(rows) == 1

@@ -4,6 +4,7 @@ in the management room; members from outside `roles.allowed_servers` flagged."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from mautrix.types import EventType, RoomCreatePreset
 
@@ -76,9 +77,8 @@ async def test_posture_reports_fixes_what_it_may_and_announces_drift(
         )
 
         # Someone opens the room again: drift, audited with who did it, announced.
-        await admin.client.send_state_event(
-            room, EventType.ROOM_JOIN_RULES, {"join_rule": "public"}
-        )
+        public: dict[str, Any] = {"join_rule": "public"}
+        await admin.client.send_state_event(room, EventType.ROOM_JOIN_RULES, public)
         again = await wait_rows(db_url, "posture.drift", count=2, room_id=room)
         assert len(again) == 2 and again[1]["actor"] == admin.user_id, [
             (r["actor"], r["event_id"], r["details"]) for r in again

@@ -7,6 +7,7 @@ import json
 import os
 
 import asyncpg
+import pytest
 
 from tests.e2e.bot_env import BotEnv, BotProcess, RunningBot
 from tests.e2e.test_foundation import staffed_room, wait_rows
@@ -80,7 +81,11 @@ async def test_sigkill_while_messages_arrive_loses_nothing_and_doubles_nothing(
 
 
 async def test_messages_sent_while_down_are_paged_back_from_a_limited_timeline(
-    bot_env: BotEnv, e2ee_user: MakeE2EEUser, db_url: str, monkeypatch, caplog
+    bot_env: BotEnv,
+    e2ee_user: MakeE2EEUser,
+    db_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     import bot.matrix.gateway as gateway
 

@@ -58,7 +58,7 @@ async def care_room(
 
 async def command(
     client: E2EEClient, room_id: RoomID, text: str, expect: str, timeout: float = 30
-):
+) -> str:
     """Send `!chaperone <text>` and return the bot's reply containing `expect`."""
     await client.send_text(room_id, f"!chaperone {text}")
     reply = await client.wait_for_message(
@@ -85,7 +85,8 @@ async def retention_rows(db_url: str, room_id: str) -> list[dict[str, Any]]:
 async def sql(db_url: str, query: str, *args: Any) -> list[asyncpg.Record]:
     conn = await asyncpg.connect(db_url)
     try:
-        return await conn.fetch(query, *args)
+        rows: list[asyncpg.Record] = await conn.fetch(query, *args)
+        return rows
     finally:
         await conn.close()
 
@@ -192,7 +193,7 @@ async def test_legal_hold_suspends_removal_until_it_is_lifted(
         held = await staff.client.get_state_event(room_id, RETENTION_STATE)
         assert held.serialize() == {}  # homeservers purging by retention must hold off too
         await asyncio.sleep(1.1)
-        report = await command(staff, room_id, "retention sweep", "Retention sweep")
+        await command(staff, room_id, "retention sweep", "Retention sweep")
         report = await staff.wait_for_message(
             room_id, predicate=lambda e: "nothing was removed" in e.content.body
         )
@@ -351,10 +352,11 @@ async def test_rate_limited_sweep_slows_down_finishes_and_fails_nothing(
     env = BotEnv(server, tmp_path / "data", config_path, bot_api.mxid, ("", ""), ("", ""))
     configure(env, "1s", roles__admins=[staff.mxid])
     bot = await RunningBot(env.config).start()
+    bot_is_admin: dict[str, Any] = {"users": {bot_api.mxid: 100}}
     try:
         room_id = await staff.create_room(
             invitees=[patient.mxid, bot_api.mxid],
-            power_level_override={"users": {bot_api.mxid: 100}},
+            power_level_override=bot_is_admin,
         )
         await patient.join_room_by_id(room_id)
         while room_id not in await bot.app.rooms.managed():

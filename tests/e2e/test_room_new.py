@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 
-from mautrix.types import RoomID
+from mautrix.types import RoomID, TextMessageEventContent
 
 from tests.e2e.admin_helpers import ask, bot_with_management_room, state_content
 from tests.e2e.bot_env import BotEnv
@@ -37,6 +37,7 @@ async def test_room_new_is_born_compliant_and_the_patient_gets_the_terms(
         room = RoomID(match.group(1))
         assert f"“{NAME}”" in body and patient.user_id in body and "Invited:" in body
         # What Element renders: the name escaped, users as pills, the link bold.
+        assert isinstance(reply.content, TextMessageEventContent)
         html = str(reply.content.formatted_body)
         assert reply.content.serialize()["format"] == "org.matrix.custom.html"
         assert "<script>" not in html and "&lt;script&gt;" in html and "Care &amp; " in html
@@ -101,6 +102,7 @@ async def test_room_new_refuses_bad_requests_without_repeating_them(
         # Element renders help as a list of commands.
         shown = await ask(patient, office, "help", "Commands you can use here", bot_user)
         assert shown.content.serialize()["format"] == "org.matrix.custom.html"
+        assert isinstance(shown.content, TextMessageEventContent)
         assert "<ul><li><code>!chaperone help</code>" in str(shown.content.formatted_body)
         assert "• !chaperone help — " in str(shown.content.body)
         refused = await ask(patient, office, f"room new {patient.user_id}", "⛔", bot_user)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from mautrix.types import EventType, RoomID
+from mautrix.types import EventID, EventType, RoomID
 
 from bot.policy.audit_chain import message_hmac
 from bot.service.observers import BatchOutcome, Observer
@@ -15,7 +15,7 @@ from tests.e2e.admin_helpers import ask, bot_with_management_room
 from tests.e2e.bot_env import HMAC_KEY, BotEnv, RunningBot
 from tests.e2e.test_consent import consent_room
 from tests.e2e.test_foundation import audit_rows, staffed_room, wait_rows
-from tests.e2e.test_late_keys import send_withheld, send_without_bot_key
+from tests.e2e.test_late_keys import identity_key, send_withheld, send_without_bot_key
 from tests.fixtures_synapse import MakeE2EEUser
 
 
@@ -118,7 +118,7 @@ async def test_a_forged_key_withheld_notice_cannot_blind_the_bot(
                 bot.app.gateway.device_id,
                 management,
                 session.id,
-                admin.olm.account.identity_key,
+                identity_key(admin),
             )
         reply = await ask(admin, management, "status", "Managed rooms", bot_env.bot_user)
         assert "Managed rooms" in reply.content.body
@@ -155,10 +155,10 @@ async def test_what_is_not_text_is_judged_too(
         running_bot.app.gateway.device_id,
         room,
         session.id,
-        patient.olm.account.identity_key,
+        identity_key(patient),
     )
     for event_id in (sticker, poll, unreadable):
         (violation,) = await wait_rows(db_url, "policy.violation", event_id=event_id)
         assert details(violation)["kind"] == "patient_without_consent"
-        await patient.wait_for_redaction(RoomID(room), event_id)
+        await patient.wait_for_redaction(RoomID(room), EventID(event_id))
     assert len(await audit_rows(db_url, "decryption.failed", event_id=unreadable)) == 1

@@ -17,10 +17,11 @@ from typing import Any
 
 import aiohttp
 import asyncpg
-import olm
 import pytest
 from mautrix.client import InternalEventType
-from mautrix.types import EventType, RoomID, UserID
+from mautrix.types import DeviceID, EventType, RoomID, UserID
+from olm.pk import PkSigning
+from olm.utility import ed25519_verify
 
 from bot.devtools.e2ee_client import E2EEClient
 from bot.matrix.verification import OlmSasCrypto, inbound_from_room_event
@@ -39,6 +40,7 @@ from bot.policy.sas import (
 from bot.service.verification_cli import decide
 from tests.e2e.bot_env import BotEnv, RunningBot
 from tests.e2e.test_foundation import audit_rows, wait_rows
+from tests.e2e.test_late_keys import raw_content
 from tests.e2e.test_verification import all_rows, until, waiting_row
 from tests.fixtures_synapse import MakeE2EEUser
 
@@ -75,7 +77,7 @@ class RoomPeer:
             else EventType.find(out.type, EventType.Class.MESSAGE)
         )
         event_id = await self.client.client.send_message_event(
-            RoomID(self.room_id), event_type, out.content, disable_encryption=True
+            RoomID(self.room_id), event_type, raw_content(out.content), disable_encryption=True
         )
         return str(event_id)
 
@@ -85,6 +87,7 @@ class RoomPeer:
 
     def our_keys(self, master: str | None) -> dict[str, str]:
         account = self.client.olm.account
+        assert account is not None
         keys = {f"ed25519:{self.client.device_id}": str(account.signing_key)}
         if master:
             keys[f"ed25519:{master}"] = master
@@ -93,7 +96,7 @@ class RoomPeer:
     async def bot_keys(self, bot_device: str) -> dict[str, str]:
         """The bot's device key and master key, as the server gives them to this client."""
         machine = self.client.olm
-        device = await machine.get_or_fetch_device(UserID(self.bot_user), bot_device)
+        device = await machine.get_or_fetch_device(UserID(self.bot_user), DeviceID(bot_device))
         assert device is not None
         keys = {f"ed25519:{bot_device}": str(device.signing_key)}
         public = await machine.get_cross_signing_public_keys(UserID(self.bot_user))
@@ -267,7 +270,9 @@ async def test_element_style_in_room_verification_signs_the_master_key(
     [done] = await wait_rows(db_url, "verification.done", timeout=15)
     t_done = time.monotonic()
     # The bot's MAC covered its device key and its master key; the peer checked both.
-    bot_master = running_bot.app.gateway.machine._cross_signing_public_keys
+    bot_machine = running_bot.app.gateway.machine
+    assert bot_machine is not None
+    bot_master = bot_machine._cross_signing_public_keys
     assert bot_master is not None
     assert set(flow.their_verified) == {
         f"ed25519:{bot_device}",
@@ -284,7 +289,7 @@ async def test_element_style_in_room_verification_signs_the_master_key(
 
     # -- the bot signed the person's master key with its user-signing key, and published it --
     machine = running_bot.app.gateway.machine
-    assert machine._cross_signing_private_keys is not None
+    assert machine is not None and machine._cross_signing_private_keys is not None
     usk = str(machine._cross_signing_private_keys.user_signing_key.public_key)
     published = await master_key_seen_by(
         bot_env, bot_user, bot_env.config.bot.password, staff.user_id
@@ -292,7 +297,7 @@ async def test_element_style_in_room_verification_signs_the_master_key(
     assert published["keys"] == {f"ed25519:{master}": master}
     signature = published["signatures"][bot_user][f"ed25519:{usk}"]
     signed = {k: v for k, v in published.items() if k not in ("signatures", "unsigned")}
-    olm.ed25519_verify(usk, json.dumps(signed, sort_keys=True, separators=(",", ":")), signature)
+    ed25519_verify(usk, json.dumps(signed, sort_keys=True, separators=(",", ":")), signature)
 
     # -- a second device of the person, cross-signed but never SAS-verified, is `verified` --
     second = await e2ee_user(credentials=bot_env.staff)
@@ -432,7 +437,7 @@ async def test_non_staff_is_refused_and_a_third_users_forgery_is_ignored(
     assert len(await audit_rows(db_url, "verification.cancelled")) == 1
 
 
-def _sign(obj: dict[str, Any], signer: olm.PkSigning, user_id: str) -> dict[str, Any]:
+def _sign(obj: dict[str, Any], signer: PkSigning, user_id: str) -> dict[str, Any]:
     unsigned = {k: v for k, v in obj.items() if k not in ("signatures", "unsigned")}
     signature = signer.sign(json.dumps(unsigned, sort_keys=True, separators=(",", ":")))
     obj.setdefault("signatures", {}).setdefault(user_id, {})[f"ed25519:{signer.public_key}"] = (
@@ -445,9 +450,9 @@ async def reset_cross_signing(bot_env: BotEnv, user_id: str, password: str) -> N
     """New master, self-signing and user-signing keys for `user_id`, uploaded from another
     login (`/keys/device_signing/upload`, the password in UIA), as "reset cross-signing" in
     another client does."""
-    master, ssk, usk = (olm.PkSigning(olm.PkSigning.generate_seed()) for _ in range(3))
+    master, ssk, usk = (PkSigning(PkSigning.generate_seed()) for _ in range(3))
 
-    def key(signer: olm.PkSigning, usage: str) -> dict[str, Any]:
+    def key(signer: PkSigning, usage: str) -> dict[str, Any]:
         pub = signer.public_key
         return {"user_id": user_id, "usage": [usage], "keys": {f"ed25519:{pub}": pub}}
 

@@ -35,7 +35,7 @@ async def test_a_task_that_ignores_cancellation_is_named_and_left_behind(
     [line] = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert "task deaf ignored cancellation" in line
     assert "_deaf_to_cancellation" in line and "test_app_stop.py" in line
-    deaf.get_coro().close()  # type: ignore[union-attr]
+    deaf.get_coro().close()
 
 
 async def test_a_hanging_or_failing_step_does_not_stop_the_next(

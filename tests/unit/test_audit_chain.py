@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -226,9 +227,12 @@ def test_verify_fast_path_accepts_rows_whose_exact_form_differs() -> None:
     key = derive_chain_key("unit-test-hmac-key-0123456789")
     ts = datetime(2026, 11, 1, 9, 30, tzinfo=UTC)
     prev, records = GENESIS_HASH, []
-    for seq, details in enumerate(
-        [{"waited_seconds": 2.5e-05}, {"n": 2**70}, {"plain": "text é \u2028"}], start=1
-    ):
+    cases: list[dict[str, Any]] = [
+        {"waited_seconds": 2.5e-05},
+        {"n": 2**70},
+        {"plain": "text é \u2028"},
+    ]
+    for seq, details in enumerate(cases, start=1):
         record = build_record(seq, ts, "system", "x", None, None, None, details, prev, key=key)
         records.append(record)
         prev = record.hash

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -34,9 +35,11 @@ def test_any_text_becomes_storable_and_chains(
     fields = [storable_text(t) for t in (actor, room, event, subject)]
     for text in (*fields, str(details)):
         assert "\x00" not in text and not any(0xD800 <= ord(c) <= 0xDFFF for c in text)
-    content = canonical_content(1, TS, fields[0], "a", *fields[1:], details, GENESIS_HASH)
+    actor_text, room_text, event_text, subject_text = fields
+    row = (1, TS, actor_text, "a", room_text, event_text, subject_text, details, GENESIS_HASH)
+    content = canonical_content(*row)
     assert content.decode("utf-8")  # encodable, and decodes back
-    record = build_record(1, TS, fields[0], "a", *fields[1:], details, GENESIS_HASH, key=KEY)
+    record = build_record(*row, key=KEY)
     assert first_broken([record], key=KEY) is None
 
 
@@ -54,7 +57,8 @@ def test_chain_key_is_derived_and_distinct_from_message_hmacs() -> None:
 
 
 def test_keyed_and_unkeyed_hashes_differ() -> None:
-    args = (1, TS, "system", "bot.started", None, None, None, {}, GENESIS_HASH)
+    no_details: dict[str, Any] = {}
+    args = (1, TS, "system", "bot.started", None, None, None, no_details, GENESIS_HASH)
     keyed, plain = build_record(*args, key=KEY), build_record(*args)
     assert keyed.hash != plain.hash
     assert first_broken([plain], key=KEY) == 1

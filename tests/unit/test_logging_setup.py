@@ -10,12 +10,11 @@ def test_secrets_are_masked_in_messages_and_tracebacks() -> None:
     try:
         raise RuntimeError("login failed for hunter2-password")
     except RuntimeError:
-        record = logging.LogRecord(
-            "x", logging.WARNING, __file__, 1, "token %s used", ("tok",), exc_info=True
-        )
         import sys
 
-        record.exc_info = sys.exc_info()
+        record = logging.LogRecord(
+            "x", logging.WARNING, __file__, 1, "token %s used", ("tok",), exc_info=sys.exc_info()
+        )
     assert mask.filter(record)
     assert record.getMessage() == "***en *** used"
     assert record.exc_text is not None and "hunter2-password" not in record.exc_text

@@ -31,7 +31,9 @@ GOOD: dict[str, Any] = {
 ACL_OK = {"allow": ["clinic.org", "localhost"], "deny": [], "allow_ip_literals": False}
 
 
-def codes(state: RoomState, *, require_encryption: bool = True, allowed: tuple[str, ...] = ()):
+def codes(
+    state: RoomState, *, require_encryption: bool = True, allowed: tuple[str, ...] = ()
+) -> list[str]:
     findings = check_posture(
         state,
         require_encryption=require_encryption,

@@ -27,8 +27,8 @@ from bot.policy.sas import (
     SasFlow,
     State,
     Step,
-    short_code,
 )
+from bot.policy.sas_content import short_code
 from bot.policy.sas_flows import KEEP_ENDED_SECONDS, Kind, SasFlows
 
 BOT = Party("@bot:hs", "BOTDEV")
