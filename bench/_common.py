@@ -207,9 +207,11 @@ class BotProcess:
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
     started: float = 0.0
+    log_offset: int = 0  # where this run's lines start in the (appended) log
 
     def start(self) -> BotProcess:
         with self.log_path.open("ab") as log:
+            self.log_offset = log.tell()
             self.started = time.monotonic()
             self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
                 [sys.executable, "-m", "bot", "run", "-c", str(self.config_path)],
@@ -235,11 +237,13 @@ class BotProcess:
             raise RuntimeError(f"the bot exited with {self.proc.returncode}:\n{tail}")
 
     async def wait_log(self, pattern: str, timeout: float) -> re.Match[str]:
-        """Wait until the log has a line matching ``pattern``; polls every 20 ms."""
+        """Wait until this run's log has a line matching ``pattern``; polls every 20 ms."""
         regex = re.compile(pattern)
         deadline = time.monotonic() + timeout
         while True:
-            found = regex.search(self.log_text())
+            with self.log_path.open("rb") as log:
+                log.seek(self.log_offset)
+                found = regex.search(log.read().decode(errors="replace"))
             if found:
                 return found
             self.check_alive()

@@ -47,6 +47,7 @@ class SyncLoop:
         while True:
             try:
                 batch = await self.gateway.sync(since, LONG_POLL_MS if self.batches else 0)
+                received = time.monotonic()
                 if failures >= ISOLATE_AFTER_FAILURES:
                     await self.pipeline.handle_batch_event_by_event(batch)
                 else:
@@ -67,7 +68,13 @@ class SyncLoop:
             self.batches += 1
             if self.first_batch_seconds is None:
                 self.first_batch_seconds = self.last_success - self.started_at
-                log.info("First sync batch processed %.2f s after start", self.first_batch_seconds)
+                log.info(
+                    "First sync batch processed %.2f s after start (received at %.2f s, "
+                    "%d timeline events)",
+                    self.first_batch_seconds,
+                    received - self.started_at,
+                    sum(len(events) for events in batch.timelines.values()),
+                )
                 self.first_batch_done.set()
 
     def lag_seconds(self) -> float | None:
