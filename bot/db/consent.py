@@ -121,15 +121,6 @@ class ConsentRepo:
         )
         return [_record(r) for r in rows]
 
-    async def history(self, room_id: str, user_id: str) -> list[ConsentRecord]:
-        rows = await self.db.fetch(
-            f"SELECT {_COLUMNS} FROM consent WHERE room_id = $1 AND user_id = $2"  # noqa: S608
-            " ORDER BY id",
-            room_id,
-            user_id,
-        )
-        return [_record(r) for r in rows]
-
     async def open_records(self) -> list[ConsentRecord]:
         """Newest records that are neither revoked nor recorded as expired, for the periodic
         renewal and expiry check."""

@@ -42,6 +42,3 @@ class MessageCounts:
             end,
         )
         return {r["event_id"] for r in rows}
-
-    async def count(self, room_id: str, patient_id: str, start: datetime, end: datetime) -> int:
-        return len(await self.event_ids(room_id, patient_id, start, end))

@@ -10,9 +10,10 @@ from typing import Any
 
 from mautrix.util.async_db import Database
 
+# The table's withheld_code column (v01) is never written: a withheld key is read from the
+# crypto store when the event is retried (bot/service/decryption.py).
 _COLUMNS = (
-    "event_id, room_id, sender, session_id, sender_key, event, first_seen, attempts, "
-    "next_attempt, withheld_code"
+    "event_id, room_id, sender, session_id, sender_key, event, first_seen, attempts, next_attempt"
 )
 _SELECT = f"SELECT {_COLUMNS} FROM pending_decryption"  # noqa: S608 (constant column list)
 ENCRYPTED = "m.room.encrypted"
@@ -30,7 +31,6 @@ class PendingEvent:
     first_seen: datetime
     attempts: int
     next_attempt: datetime
-    withheld_code: str | None
 
 
 def _pending(row: Mapping[str, Any]) -> PendingEvent:
@@ -44,7 +44,6 @@ def _pending(row: Mapping[str, Any]) -> PendingEvent:
         first_seen=row["first_seen"],
         attempts=row["attempts"],
         next_attempt=row["next_attempt"],
-        withheld_code=row["withheld_code"],
     )
 
 
@@ -88,25 +87,6 @@ class PendingDecryption:
         )
         return status == "INSERT 0 1"
 
-    async def due(self, now: datetime, limit: int = 100) -> list[PendingEvent]:
-        """Events to retry at `now`, oldest first; withheld ones are always due (no waiting)."""
-        rows = await self.db.fetch(
-            f"""{_SELECT}
-            WHERE next_attempt <= $1 OR withheld_code IS NOT NULL
-            ORDER BY first_seen, event_id
-            LIMIT $2""",
-            now,
-            limit,
-        )
-        return [_pending(row) for row in rows]
-
-    async def by_session(self, session_id: str) -> list[PendingEvent]:
-        """Events waiting for the megolm session `session_id` (e.g. when its key arrives)."""
-        rows = await self.db.fetch(
-            f"{_SELECT} WHERE session_id = $1 ORDER BY first_seen, event_id", session_id
-        )
-        return [_pending(row) for row in rows]
-
     async def reschedule(self, event_id: str, next_attempt: datetime, attempts: int) -> bool:
         """Record a failed attempt; False if the event is no longer queued."""
         status: str = await self.db.execute(
@@ -116,15 +96,6 @@ class PendingDecryption:
             attempts,
         )
         return status == "UPDATE 1"
-
-    async def set_withheld(self, session_id: str, code: str) -> int:
-        """Mark every event of a withheld session; returns how many were marked."""
-        status: str = await self.db.execute(
-            "UPDATE pending_decryption SET withheld_code = $2 WHERE session_id = $1",
-            session_id,
-            code,
-        )
-        return int(status.split()[-1])
 
     async def remove(self, event_id: str) -> bool:
         """Drop an event (decrypted, or given up and audited); False if it wasn't queued."""

@@ -189,11 +189,3 @@ class TrackedEvents:
             ts,
         )
         return event_id
-
-    async def count_removed(self, room_id: str | None = None) -> int:
-        n: int = await self.db.fetchval(
-            "SELECT count(*) FROM tracked_events WHERE removed_at IS NOT NULL"
-            " AND ($1::text IS NULL OR room_id = $1)",
-            room_id,
-        )
-        return n

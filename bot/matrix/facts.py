@@ -67,14 +67,6 @@ class RedactionFact:
     redacts: str | None
 
 
-@dataclass(frozen=True)
-class InviteFact:
-    room_id: str
-    event_id: str | None
-    inviter: str
-    encrypted: bool
-
-
 Fact = MessageFact | MembershipFact | PowerLevelsFact | RedactionFact
 
 # What people send to each other (SPEC 3.3): messages of any msgtype (files and images

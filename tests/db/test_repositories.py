@@ -34,12 +34,9 @@ def encrypted(event_id: str, session_id: str = "sess1") -> dict[str, object]:
 async def test_sync_state(db: Database) -> None:
     repo = SyncState(db)
     assert await repo.get("bot") is None
-    await repo.save("bot", "s1", filter_id="f1")
+    await repo.save("bot", "s1")
     await repo.save("bot", "s2")
     assert await repo.get("bot") == "s2"
-    assert await repo.filter_id("bot") == "f1"
-    await repo.save("bot", "s3", filter_id="f2")
-    assert (await repo.get("bot"), await repo.filter_id("bot")) == ("s3", "f2")
     assert await repo.get("other") is None
 
 
@@ -63,20 +60,13 @@ async def test_pending_decryption_lifecycle(db: Database) -> None:
         first_seen=NOW + timedelta(seconds=1),
         next_attempt=later,
     )
-    assert [p.event_id for p in await repo.due(NOW)] == ["$1"]
-    assert [p.event_id for p in await repo.due(later)] == ["$1", "$2"]
+    assert [p.event_id for p in await repo.all()] == ["$1", "$2"]  # oldest first
 
     assert await repo.reschedule("$1", later + timedelta(minutes=1), 1)
-    assert await repo.due(NOW) == []
-    (first,) = await repo.by_session("sess1")
+    first, _ = await repo.all()
     assert (first.attempts, first.next_attempt) == (1, later + timedelta(minutes=1))
     assert first.event == encrypted("$1")
     assert first.sender_key == "ck"
-
-    # A withheld key: no more waiting.
-    assert await repo.set_withheld("sess2", "m.unverified") == 1
-    (withheld,) = await repo.due(NOW)
-    assert (withheld.event_id, withheld.withheld_code) == ("$2", "m.unverified")
 
     assert await repo.remove("$1")
     assert not await repo.remove("$1")
