@@ -12,12 +12,12 @@ from typing import TextIO
 from mautrix.util.async_db import Database
 
 from bot.config import Config
-from bot.db.audit import AuditEntry, AuditFilter, AuditLog
+from bot.db.audit import AuditFilter, AuditLog
 from bot.db.audit_format import csv_header, to_csv_row, to_jsonl
 from bot.db.database import EmbeddedPostgres, open_databases
 from bot.policy.audit_chain import AuditRecord
 from bot.service.audit_checkpoints import read_checkpoint_file
-from bot.service.audit_tools import StreamedExport, verify_details, verify_summary
+from bot.service.audit_tools import StreamedExport, verify_and_record, verify_summary
 
 FILTER_KEYS = ("room", "user", "action", "since", "until")
 
@@ -92,15 +92,8 @@ async def verify(config: Config) -> tuple[bool, str]:
     )
     async with main_database(config) as db:
         audit = AuditLog(db, config.audit.hmac_key)
-        result = await audit.verify(checkpoints)
-        await audit.append(
-            [
-                AuditEntry(
-                    actor=cli_actor(),
-                    action="audit.verified",
-                    details=verify_details(result, "cli", unreadable),
-                )
-            ]
+        result = await verify_and_record(
+            audit, checkpoints, unreadable, actor=cli_actor(), via="cli"
         )
     message = verify_summary(result)
     if unreadable:

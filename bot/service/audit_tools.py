@@ -106,6 +106,34 @@ def verify_summary(result: VerifyResult) -> str:
 CheckpointSource = Callable[[], tuple[list[Checkpoint], int]]
 
 
+async def verify_and_record(
+    audit: AuditLog,
+    checkpoints: list[Checkpoint],
+    unreadable_checkpoints: int,
+    *,
+    actor: str,
+    via: str,
+    room_id: str | None = None,
+    event_id: str | None = None,
+) -> VerifyResult:
+    """Recompute the chain against `checkpoints` and audit the run (`audit.verified`): the
+    one verify behind the CLI, the chat command and the HTTP API."""
+    result = await audit.verify(checkpoints)
+    details = verify_details(result, via, unreadable_checkpoints)
+    await audit.append(
+        [
+            AuditEntry(
+                actor=actor,
+                action="audit.verified",
+                room_id=room_id,
+                event_id=event_id,
+                details=details,
+            )
+        ]
+    )
+    return result
+
+
 class AuditTools:
     def __init__(
         self,
@@ -166,20 +194,15 @@ class AuditTools:
         self, *, actor: str, room_id: str | None, event_id: str | None, via: str
     ) -> VerifyResult:
         known, unreadable = self.checkpoints() if self.checkpoints is not None else ([], 0)
-        result = await self.audit.verify(known)
-        details = verify_details(result, via, unreadable)
-        await self.audit.append(
-            [
-                AuditEntry(
-                    actor=actor,
-                    action="audit.verified",
-                    room_id=room_id,
-                    event_id=event_id,
-                    details=details,
-                )
-            ]
+        return await verify_and_record(
+            self.audit,
+            known,
+            unreadable,
+            actor=actor,
+            via=via,
+            room_id=room_id,
+            event_id=event_id,
         )
-        return result
 
 
 def exported_entry(
