@@ -24,7 +24,7 @@ from bot.db.audit import AuditEntry, AuditLog
 from bot.metrics import Metrics
 from bot.service.audit_cli import FILTER_KEYS, FilterError, parse_filters
 from bot.service.audit_tools import AuditTools, StreamedExport, export_lines
-from bot.service.pipeline import error_reference
+from bot.service.failures import error_reference
 from bot.service.sync_loop import SyncLoop
 
 log = logging.getLogger("chaperone.web")

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+
+from bot.service.failures import error_reference
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class Outage:
         self.failures += 1
         self.last_error = type(exc).__name__
         if self.failures == 1:
-            self.reference = secrets.token_hex(4).upper()
+            self.reference = error_reference()
             self.since = time.monotonic()
             self.log.warning(
                 "%s is failing (%s, ref %s); retrying with backoff, quietly until it recovers",

@@ -5,7 +5,6 @@ list, notices not repeated, per-day counts. Recording is in `consent_grants`, en
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -28,6 +27,7 @@ from bot.policy.hours import day_bounds, parse_timezone
 from bot.policy.roles import Role
 from bot.policy.room_policy import RoomPolicy
 from bot.service.access import AccessService
+from bot.service.failures import error_reference
 from bot.service.observers import BatchOutcome, Write
 from bot.service.outbox import EFFECT_EVENT_ID, EffectQueue, queued_notice
 from bot.service.policy import PolicyService
@@ -108,7 +108,7 @@ class ConsentService:
         try:
             return await self.effects.notice(room_id, text, mentions=mentions)
         except Exception as e:
-            ref = secrets.token_hex(4).upper()
+            ref = error_reference()
             log.warning(
                 "Could not post a notice in %s: %s (ref %s)", room_id, type(e).__name__, ref
             )

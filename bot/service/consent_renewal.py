@@ -4,7 +4,6 @@ their consent lapses (or when the terms changed) and records `consent.expired`."
 from __future__ import annotations
 
 import logging
-import secrets
 from datetime import datetime
 
 from bot.db.audit import AuditEntry
@@ -12,6 +11,7 @@ from bot.db.database import transaction
 from bot.policy.consent import ConsentRecord, Validity, expiry_due, reask_reason, validity
 from bot.service.background import Backoff, Outage, run_forever
 from bot.service.consent import ConsentService, day_text
+from bot.service.failures import error_reference
 
 log = logging.getLogger("chaperone.consent")
 
@@ -56,7 +56,7 @@ class ConsentRenewal:
             try:
                 await self._check_one(record, now)
             except Exception:
-                ref = secrets.token_hex(4).upper()
+                ref = error_reference()
                 log.exception("Consent check of record %d failed (ref %s)", record.id, ref)
 
     async def _check_one(self, record: ConsentRecord, now: datetime) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 
 import aiohttp
 import asyncpg
@@ -37,3 +38,8 @@ def is_transient(error: BaseException) -> bool:
     if isinstance(error, MatrixRequestError):
         return error.http_status >= 500 or error.http_status == 429
     return False
+
+
+def error_reference() -> str:
+    """A short reference number tying a user-facing error to a log line (never to content)."""
+    return secrets.token_hex(4).upper()

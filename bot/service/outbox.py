@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
@@ -30,6 +29,7 @@ from bot.matrix.effects import MatrixEffects
 from bot.matrix.ratelimit import RateLimited
 from bot.policy.retention import pacing_delay
 from bot.service.background import Outage, run_forever
+from bot.service.failures import error_reference
 from bot.service.observers import BatchOutcome, Write
 
 log = logging.getLogger("chaperone.outbox")
@@ -188,7 +188,7 @@ class EffectsOutbox:
                 await self._refused(effect, str(e))
                 return
             except Exception as e:
-                ref = secrets.token_hex(4).upper()
+                ref = error_reference()
                 log.warning(
                     "%s in %s failed (%s, ref %s); will retry",
                     effect.kind,

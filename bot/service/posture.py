@@ -37,8 +37,8 @@ from bot.policy.posture import (
 from bot.policy.roles import Role, role_of
 from bot.policy.room_policy import RoomPolicy
 from bot.service.access import AccessService
+from bot.service.failures import error_reference
 from bot.service.observers import BatchOutcome, Observer
-from bot.service.pipeline import error_reference
 from bot.service.policy import PolicyService
 
 log = logging.getLogger("chaperone.posture")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -16,6 +15,7 @@ from bot.matrix.gateway import MatrixGateway
 from bot.matrix.history import may_send_state
 from bot.policy.retention import announcement, effective_retention, state_content
 from bot.policy.room_policy import RoomPolicy
+from bot.service.failures import error_reference
 from bot.service.policy import PolicyService
 from bot.service.tracking import paced
 
@@ -72,7 +72,7 @@ class RoomNotices:
         try:
             await self.announce(room_id, policy)
         except Exception as e:
-            ref = secrets.token_hex(4).upper()
+            ref = error_reference()
             log.warning(
                 "Could not announce retention in %s (%s, ref %s)", room_id, type(e).__name__, ref
             )
@@ -101,7 +101,7 @@ class RoomNotices:
             if done.done:
                 await self.rooms_state.set_published(room_id, content)
         except Exception as e:
-            ref = secrets.token_hex(4).upper()
+            ref = error_reference()
             log.warning(
                 "Could not publish %s in %s (%s, ref %s)",
                 RETENTION_STATE,

@@ -12,7 +12,7 @@ from bot.db.rooms import RoomsRepo
 from bot.db.staff import StaffRepo
 from bot.matrix.effects import MatrixEffects
 from bot.matrix.gateway import MatrixGateway
-from bot.service.pipeline import error_reference
+from bot.service.failures import error_reference
 
 log = logging.getLogger("chaperone.staff")
 

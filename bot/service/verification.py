@@ -29,8 +29,8 @@ from bot.policy.sas import MAC, Code, Inbound, Party, SasFlow, Step
 from bot.policy.sas_flows import Kind, Route, SasFlows
 from bot.service.access import AccessService
 from bot.service.alerts import Alerts
+from bot.service.failures import error_reference
 from bot.service.observers import BatchOutcome, Observer
-from bot.service.pipeline import error_reference
 
 log = logging.getLogger("chaperone.verification")
 
