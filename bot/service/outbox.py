@@ -28,7 +28,7 @@ from bot.db.outbox import OutboxRepo, QueuedEffect, WaitingEffect
 from bot.matrix.effects import MatrixEffects
 from bot.matrix.ratelimit import RateLimited
 from bot.policy.retention import pacing_delay
-from bot.service.background import Outage, run_forever
+from bot.service.background import Backoff, Outage, run_forever
 from bot.service.failures import error_reference
 from bot.service.observers import BatchOutcome, Write
 
@@ -39,6 +39,8 @@ EFFECT_EVENT_ID = "$effect"
 
 IDLE_RECHECK_SECONDS = 30.0
 MAX_BACKOFF_SECONDS = 60.0
+# After a failed attempt (not a 429): 0.5 s, doubling, at most MAX_BACKOFF_SECONDS.
+RETRY_BACKOFF = Backoff(initial=0.5, cap=MAX_BACKOFF_SECONDS)
 # A room whose effects keep being refused alerts the operator at most this often.
 ALERT_INTERVAL_SECONDS = 600.0
 
@@ -197,7 +199,7 @@ class EffectsOutbox:
                     ref,
                 )
                 await self.repo.attempted(effect.id, f"{type(e).__name__} (ref {ref})")
-                await asyncio.sleep(min(MAX_BACKOFF_SECONDS, 0.5 * 2 ** min(attempt, 7)))
+                await asyncio.sleep(RETRY_BACKOFF.delay(attempt + 1))
             else:
                 self.rate_limited_rooms.discard(effect.room_id)
                 async with transaction(self.audit.db):
