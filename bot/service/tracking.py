@@ -16,7 +16,7 @@ from bot.db.tracked_events import TrackedEvents
 from bot.matrix.facts import MembershipFact
 from bot.matrix.gateway import MatrixGateway
 from bot.matrix.history import is_redacted, messages_page
-from bot.matrix.ratelimit import RateLimited
+from bot.matrix.ratelimit import retry_rate_limited
 from bot.policy.retention import TrackedEvent, is_retention_reason, pacing_delay
 from bot.policy.storable import storable_text
 from bot.service.background import Backoff, Outage, run_forever
@@ -74,17 +74,9 @@ def removal_entry(
 async def paced(
     op: Callable[[], Awaitable[T]], on_wait: Callable[[float], None] | None = None
 ) -> T:
-    """Run `op`, waiting out each 429 for as long as the homeserver asks, then retrying."""
-    attempt = 0
-    while True:
-        try:
-            return await op()
-        except RateLimited as e:
-            delay = pacing_delay(e.retry_after_ms, attempt)
-            if on_wait is not None:
-                on_wait(delay)
-            await asyncio.sleep(delay)
-            attempt += 1
+    """Run `op`, waiting out each 429 for as long as the homeserver asks (else a doubling
+    backoff, `pacing_delay`), retrying until it succeeds."""
+    return await retry_rate_limited(op, attempts=None, delay=pacing_delay, on_wait=on_wait)
 
 
 class RetentionTracker(Observer):
