@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, TypeGuard, cast
 
 import mautrix.util.logging  # noqa: F401  (installs TraceLogger before any mau.* logger exists)
-from mautrix.client import Client, SyncStream
+from mautrix.client import SyncStream
 from mautrix.client.encryption_manager import DecryptionDispatcher
 from mautrix.crypto import OlmMachine
 from mautrix.crypto.store.asyncpg import PgCryptoStateStore
@@ -31,7 +31,6 @@ from mautrix.types import (
     EventType,
     Filter,
     FilterID,
-    GenericEvent,
     Membership,
     PaginationDirection,
     PowerLevelStateEventContent,
@@ -42,7 +41,6 @@ from mautrix.types import (
     ToDeviceEvent,
     UserID,
 )
-from mautrix.types.util.serializable import SerializerError
 from nacl.exceptions import CryptoError
 from nacl.secret import SecretBox
 
@@ -54,6 +52,7 @@ from bot.logging_setup import quiet_repeated_crypto_warnings
 from bot.matrix.crypto_store import BatchCachingCryptoStore, claimed_message_index
 from bot.matrix.facts import trust_name
 from bot.matrix.ratelimit import PacedHTTPAPI, retry_rate_limited
+from bot.mautrix_compat import QuietClient
 from bot.policy.posture import creators_outrank_power_levels
 from bot.policy.withheld import WithheldKeys
 
@@ -96,27 +95,6 @@ class SyncBatch:
     timelines: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     invites: dict[str, dict[str, Any]] = field(default_factory=dict)
     left: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-
-
-class QuietClient(Client):
-    """mautrix's Client, minus its warning that quotes a whole undecodable event (content
-    included) in the log: only the event's type and ID are logged here."""
-
-    def _try_deserialize(self, type: Any, data: JSON) -> Any:
-        try:
-            return type.deserialize(data)
-        except SerializerError:
-            event: dict[str, Any] = data if isinstance(data, dict) else {}
-            log.warning(
-                "Could not read a %s event %s (%s)",
-                event.get("type"),
-                event.get("event_id"),
-                type.__name__,
-            )
-            try:
-                return GenericEvent.deserialize(data)
-            except SerializerError:
-                return None
 
 
 class TokenBox:
@@ -164,6 +142,9 @@ class MatrixGateway:
         self.withheld = WithheldKeys()
         self._creators: dict[str, dict[str, Any]] = {}  # room_id -> create sender/additional
         self._state_locks: dict[str, asyncio.Lock] = {}
+        # Each joined room's current state as the last sync gave it, when that was an initial
+        # sync (see sync()).
+        self._state_in_sync: dict[str, list[dict[str, Any]]] = {}
 
     @property
     def device_id(self) -> str:
@@ -320,6 +301,18 @@ class MatrixGateway:
             await asyncio.gather(*tasks)
         batch = SyncBatch(next_batch=raw["next_batch"], raw=raw)
         rooms = raw.get("rooms", {})
+        # An initial sync without lazy-loaded members carries each joined room's whole state:
+        # the first posture check of each room reads it from here instead of one /state
+        # request per room (a clinic's first start with 1,000 rooms).
+        self._state_in_sync = (
+            {}
+            if since
+            else {
+                room_id: _current_state(data)
+                for room_id, data in (rooms.get("join") or {}).items()
+                if isinstance(data, dict)
+            }
+        )
         for room_id, data in rooms.get("join", {}).items():
             timeline = data.get("timeline", {})
             events = list(timeline.get("events", []))
@@ -462,7 +455,11 @@ class MatrixGateway:
         return [str(room_id) for room_id in await self.client.get_joined_rooms()]
 
     async def room_state(self, room_id: str) -> list[dict[str, Any]]:
-        """The room's current state events as raw dicts (refreshes the state store too)."""
+        """The room's current state events as raw dicts: from the initial sync being handled
+        if it had them, otherwise fetched (which refreshes the state store too)."""
+        synced = self._state_in_sync.get(room_id)
+        if synced is not None:
+            return synced
         return [evt.serialize() for evt in await self.load_state(room_id)]
 
     async def membership(self, room_id: str, user_id: str) -> str:
@@ -547,9 +544,25 @@ def _state_only(raw: dict[str, Any]) -> dict[str, Any]:
     return {**raw, "rooms": trimmed, "to_device": {"events": []}}
 
 
+def _current_state(room: dict[str, Any]) -> list[dict[str, Any]]:
+    """A joined room's state from an initial sync: its state block, then the timeline's state
+    events in order, the last of each (type, state key) counting."""
+    current: dict[tuple[str, str], dict[str, Any]] = {}
+    for evt in [*_events_of(room.get("state")), *_events_of(room.get("timeline"))]:
+        if isinstance(evt, dict) and _short_str(evt.get("type")):
+            state_key = evt.get("state_key")
+            if isinstance(state_key, str):
+                current[evt["type"], state_key] = evt
+    return list(current.values())
+
+
 def _short_str(value: Any) -> TypeGuard[str]:
     """A string that can be a Matrix ID (the spec caps them at 255 bytes)."""
     return isinstance(value, str) and 0 < len(value) <= 255
+
+
+def _events_of(section: Any) -> list[Any]:
+    return _as_list(section.get("events")) if isinstance(section, dict) else []
 
 
 def _as_list(value: Any) -> list[Any]:

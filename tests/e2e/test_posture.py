@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import yaml
 from mautrix.types import EventType, RoomCreatePreset
 
 from tests.e2e.admin_helpers import ask, bot_with_management_room, set_power, state_content
-from tests.e2e.bot_env import BotEnv
+from tests.e2e.bot_env import BotEnv, RunningBot
 from tests.e2e.test_foundation import audit_rows, wait_rows
 from tests.fixtures_synapse import MakeE2EEUser
 
@@ -121,3 +122,30 @@ async def test_member_from_outside_allowed_servers_is_a_disclosure(
         )
         drift = await wait_rows(db_url, "posture.drift", room_id=room)
         assert "server_acl" in json.loads(drift[0]["details"])["findings"]
+
+
+async def test_rooms_joined_before_the_first_start_are_checked_from_the_initial_sync(
+    bot_env: BotEnv, e2ee_user: MakeE2EEUser, db_url: str
+) -> None:
+    """A clinic's first start: the bot is already in rooms; their posture comes from the state
+    the initial sync carries (no /state request per room) and is just as complete."""
+    config = yaml.safe_load(bot_env.config_path.read_text())
+    bot_account = await e2ee_user(credentials=(bot_env.bot_user, config["bot"]["password"]))
+    admin = await e2ee_user(credentials=bot_env.admin)
+    room = await admin.create_room(
+        invite=[bot_env.bot_user], encrypted=False, preset=RoomCreatePreset.PUBLIC
+    )
+    await bot_account.wait_for_membership(room, bot_env.bot_user, "invite")
+    await bot_account.join(room)
+    await bot_account.close()
+
+    bot = await RunningBot(bot_env.config).start()
+    try:
+        [drift] = await wait_rows(db_url, "posture.drift", room_id=room)
+        assert json.loads(drift["details"])["new"] == [
+            "encryption",
+            "join_rule",
+            "history_visibility",
+        ]
+    finally:
+        await bot.stop()
