@@ -132,15 +132,16 @@ def cmd_archive_export(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from bot.clock import Clock
     from bot.service.verification_cli import decide, list_waiting
 
-    config = _load(args.config)
+    config, clock = _load(args.config), Clock()
     if args.list:
-        print("\n".join(asyncio.run(list_waiting(config))))
+        print("\n".join(asyncio.run(list_waiting(config, clock))))
         return 0
     confirmed = args.confirm is not None
     row_id = args.confirm if confirmed else args.cancel
-    ok, message = asyncio.run(decide(config, row_id, confirmed))
+    ok, message = asyncio.run(decide(config, row_id, confirmed, clock))
     print(message, file=sys.stdout if ok else sys.stderr)
     return 0 if ok else 1
 

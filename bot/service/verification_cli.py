@@ -13,10 +13,10 @@ from bot.db.verification import VerificationRepo
 from bot.service.audit_cli import cli_actor, main_database
 
 
-async def list_waiting(config: Config) -> list[str]:
+async def list_waiting(config: Config, clock: Clock) -> list[str]:
     """One block per verification waiting for the operator."""
     async with main_database(config) as db:
-        rows = await VerificationRepo(db).waiting(Clock().now())
+        rows = await VerificationRepo(db).waiting(clock.now())
     if not rows:
         return ["No verification waits for a comparison."]
     lines = []
@@ -35,9 +35,9 @@ async def list_waiting(config: Config) -> list[str]:
     return lines
 
 
-async def decide(config: Config, row_id: int, confirmed: bool) -> tuple[bool, str]:
+async def decide(config: Config, row_id: int, confirmed: bool, clock: Clock) -> tuple[bool, str]:
     async with main_database(config) as db:
-        before = await VerificationRepo(db).decide(row_id, confirmed, cli_actor(), Clock().now())
+        before = await VerificationRepo(db).decide(row_id, confirmed, cli_actor(), clock.now())
     if before is None:
         return False, f"verify: no verification {row_id}"
     if before != "waiting":

@@ -18,6 +18,7 @@ import nio
 import nio.crypto.sas
 import pytest
 
+from bot.clock import Clock
 from bot.policy.sas import EMOJI
 from bot.service.verification_cli import decide, list_waiting
 from tests.e2e.bot_env import BotEnv, RunningBot
@@ -133,11 +134,11 @@ async def test_nio_verifies_the_bot_to_device_and_its_commands_become_verified(
     assert row["emoji"] == "  ".join(f"{EMOJI[i][0]} {EMOJI[i][1]}" for i in indices)
     assert row["decimals"] == " ".join(str(d) for d in sas.get_decimals())
     assert (row["user_id"], row["device_id"]) == (client.user_id, client.device_id)
-    listing = "\n".join(await list_waiting(bot_env.config))
+    listing = "\n".join(await list_waiting(bot_env.config, Clock()))
     assert f"[{row['id']}] {client.user_id}" in listing and row["decimals"] in listing
 
     # -- the operator confirms on the console; nio confirms too ----------------------------
-    ok, message = await decide(bot_env.config, row["id"], confirmed=True)
+    ok, message = await decide(bot_env.config, row["id"], confirmed=True, clock=Clock())
     assert ok, message
     t_confirm = time.monotonic()
     confirmed = await client.confirm_short_auth_string(sas.transaction_id)

@@ -23,6 +23,7 @@ from mautrix.types import DeviceID, EventType, RoomID, UserID
 from olm.pk import PkSigning
 from olm.utility import ed25519_verify
 
+from bot.clock import Clock
 from bot.devtools.e2ee_client import E2EEClient
 from bot.matrix.verification import OlmSasCrypto, inbound_from_room_event
 from bot.policy.sas import (
@@ -201,7 +202,7 @@ async def operator_confirms(
     assert row["emoji"] == "  ".join(f"{s} {n}" for s, n in flow.code.emoji)
     assert row["decimals"] == " ".join(str(d) for d in flow.code.decimals)
     assert row["room_id"] == flow.room_id
-    ok, message = await decide(bot_env.config, row["id"], confirmed=True)
+    ok, message = await decide(bot_env.config, row["id"], confirmed=True, clock=Clock())
     assert ok, message
     return row, t_sas
 
