@@ -26,6 +26,7 @@ from bot.commands import staff as staff_commands
 from bot.commands import verify as verify_commands
 from bot.commands.builtin import builtin_specs
 from bot.commands.registry import CommandRegistry
+from bot.commands.services import Services
 from bot.config import Config
 from bot.db.archive import MessageArchive
 from bot.db.audit import AuditEntry, AuditLog
@@ -127,8 +128,6 @@ class Chaperone:
         self.active = False  # True once this instance holds the lock and has started
         self.tasks: list[asyncio.Task[None]] = []
         self.registry = CommandRegistry(builtin_specs())
-        self.prefix = config.bot.command_prefix
-        self.status = self  # the status command reads status_lines() from here
         self.metrics = Metrics()
         for spec in (*posture_commands.specs(), *staff_commands.specs(), *audit_commands.specs()):
             self.registry.register(spec)
@@ -177,9 +176,6 @@ class Chaperone:
         self.policy = PolicyService(
             self.config, RoomPolicyRepo(main, defaults_from(self.config)), self.audit
         )
-        self.commands = CommandService(
-            self.config, self.registry, self.gateway, self.effects, self.access, services=self
-        )
         self.observers: list[Observer] = []
         self.withheld_notices = WithheldNotices()
         # Effects exactly once (SPEC 11): queued with the batch, carried out after the commit.
@@ -189,27 +185,8 @@ class Chaperone:
             outbox_repo, self.effects, self.audit, self.clock, self.alerts.send
         )
         self.effect_queue.wake = self.outbox.wake
-        self.pipeline = EventPipeline(
-            self.config,
-            self.gateway,
-            self.audit,
-            self.sync_state,
-            self.pending,
-            self.rooms,
-            self.access,
-            self.commands,
-            self.observers,
-            metrics=self.metrics,
-            withheld_notices=self.withheld_notices,
-            outbox=outbox_repo,
-            clock=self.clock,
-        )
-        self.pipeline.effects_committed = self.outbox.wake
-        self.sync_loop = SyncLoop(self.gateway, self.pipeline, self.sync_state, self.started_at)
-        self.retrier = DecryptionRetrier(self.gateway, self.pipeline, self.pending)
-        # Admin surface: alerts from committed rows, posture, staff, audit tools, HTTP.
-        self.admin_alerts = AdminAlerts(self.alerts, self.metrics)
-        self.pipeline.committed_listeners.append(self.admin_alerts.on_committed)
+        # The services commands use come first, then the command service and the pipeline that
+        # runs it; observers are listed in the order the pipeline calls them.
         self.posture = PostureService(
             self.config,
             self.gateway,
@@ -218,7 +195,7 @@ class Chaperone:
             self.policy,
             PostureRepo(main),
             self.rooms,
-            self.pipeline.notify_committed,
+            self._notify_committed,
             self.access,
         )
         self.observers.append(self.posture)
@@ -238,7 +215,7 @@ class Chaperone:
             self.effect_queue,
         )
         self.consent_grants = ConsentGrants(
-            self.config, self.consent.repo, self.audit, self.access, self.consent.clock
+            self.config, self.consent.repo, self.audit, self.access, self.clock
         )
         self.observers.append(
             ConsentObserver(self.consent, self.policy, self.access, self.effects, self.metrics)
@@ -277,7 +254,6 @@ class Chaperone:
         tracked, retention_rooms = TrackedEvents(main), RetentionRooms(main)
         self.tracker = RetentionTracker(tracked, retention_rooms, self.config.bot.user_id)
         self.observers.append(self.tracker)
-        self.pipeline.committed_listeners.append(self.tracker.on_committed)
         self.backfiller = Backfiller(
             self.gateway, tracked, retention_rooms, self.tracker.backfill_wanted
         )
@@ -304,8 +280,52 @@ class Chaperone:
             self.alerts,
             archiver,
             self.backfiller,
+            clock=self.clock,
         )
         self.policy.listeners.append(self.retention.on_policy_changed)
+        # Commands (SPEC 7): what their handlers may use, typed (bot/commands/services.py).
+        services = Services(
+            registry=self.registry,
+            prefix=self.config.bot.command_prefix,
+            clock=self.clock,
+            rooms=self.rooms,
+            policy=self.policy,
+            posture=self.posture,
+            consent=self.consent,
+            consent_grants=self.consent_grants,
+            staff_admin=self.staff_admin,
+            audit_tools=self.audit_tools,
+            retention=self.retention,
+            room_creator=self.room_creator,
+            verification=self.verification,
+            status=self,
+            role_warning=self.role_warning,
+        )
+        self.commands = CommandService(
+            self.config, self.registry, self.gateway, self.effects, self.access, services
+        )
+        self.pipeline = EventPipeline(
+            self.config,
+            self.gateway,
+            self.audit,
+            self.sync_state,
+            self.pending,
+            self.rooms,
+            self.access,
+            self.commands,
+            self.observers,
+            metrics=self.metrics,
+            withheld_notices=self.withheld_notices,
+            outbox=outbox_repo,
+            clock=self.clock,
+        )
+        self.pipeline.effects_committed = self.outbox.wake
+        self.sync_loop = SyncLoop(self.gateway, self.pipeline, self.sync_state, self.started_at)
+        self.retrier = DecryptionRetrier(self.gateway, self.pipeline, self.pending, self.clock)
+        # Admin surface: alerts from committed rows; the tracker learns what was committed.
+        self.admin_alerts = AdminAlerts(self.alerts, self.metrics)
+        self.pipeline.committed_listeners.append(self.admin_alerts.on_committed)
+        self.pipeline.committed_listeners.append(self.tracker.on_committed)
         await self.admin_alerts.join_management_room(self.config, self.gateway, self.rooms)
         await self.audit.append(
             [
@@ -340,6 +360,11 @@ class Chaperone:
             )
         )
         self.web.attach(BotParts(main, self.audit, self.audit_tools, self.sync_loop))
+
+    async def _notify_committed(self, entries: list[AuditEntry]) -> None:
+        """The pipeline's `notify_committed`, for the parts built before the pipeline (posture
+        is one of the services commands use, and the pipeline runs the commands)."""
+        await self.pipeline.notify_committed(entries)
 
     async def _exempt_from_rate_limits(self) -> None:
         """With an admin token the bot lifts its own rate limits (SPEC 11); without one,

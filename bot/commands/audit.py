@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC
+from typing import Any
 
 from bot.commands import formatting as fmt
 from bot.commands.registry import (
@@ -14,6 +15,7 @@ from bot.commands.registry import (
     CommandContext,
     CommandSpec,
     CommandUsageError,
+    NoArgs,
     Reply,
     choice_arg,
     positive_int_arg,
@@ -25,14 +27,9 @@ from bot.service.audit_cli import FilterError, parse_filters
 from bot.service.audit_tools import (
     TAIL_DEFAULT,
     TAIL_MAX,
-    AuditTools,
     tail_line,
     verify_summary,
 )
-
-
-class AuditServices(Protocol):
-    audit_tools: AuditTools
 
 
 def _all_rooms(ctx: CommandContext) -> bool:
@@ -63,11 +60,25 @@ def _filter_arg(key: str) -> Callable[[str], str]:
     return parse
 
 
-async def audit_tail(ctx: CommandContext, args: Mapping[str, Any]) -> Reply:
-    services: AuditServices = ctx.services
-    n = args.get("N", TAIL_DEFAULT)
+@dataclass(frozen=True, kw_only=True)
+class TailArgs:
+    count: int = TAIL_DEFAULT
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportArgs:
+    """The filters, as text (checked while parsing by the export's own parser)."""
+
+    since: str | None = None
+    until: str | None = None
+    user: str | None = None
+    action: str | None = None
+    format: str = "jsonl"
+
+
+async def audit_tail(ctx: CommandContext, args: TailArgs) -> Reply:
     room = None if _all_rooms(ctx) else ctx.room_id
-    records = await services.audit_tools.audit.tail(n, room)
+    records = await ctx.services.audit_tools.audit.tail(args.count, room)
     return tail_reply(records, room)
 
 
@@ -95,23 +106,23 @@ def tail_reply(records: Sequence[AuditRecord], room_id: str | None) -> Reply:
     return Reply("\n".join(lines), fmt.paragraph(fmt.esc(title)) + fmt.table(headers, rows))
 
 
-async def audit_export(ctx: CommandContext, args: Mapping[str, Any]) -> str:
-    services: AuditServices = ctx.services
-    words = [f"{k}={args[k]}" for k in ("since", "until", "user", "action") if k in args]
+async def audit_export(ctx: CommandContext, args: ExportArgs) -> str:
+    services = ctx.services
+    given = {"since": args.since, "until": args.until, "user": args.user, "action": args.action}
+    words = [f"{k}={v}" for k, v in given.items() if v is not None]
     if not _all_rooms(ctx):
         words.append(f"room={ctx.room_id}")
     try:
         filters = parse_filters(words)
     except FilterError as e:
         raise CommandUsageError(str(e)) from None
-    fmt = args.get("format", "jsonl")
     result = await services.audit_tools.export_to_room(
         filters,
-        fmt,
+        args.format,
         reply_room_id=ctx.reply_room_id,
         actor=ctx.sender,
         event_id=ctx.event_id,
-        now=datetime.now(UTC),
+        now=services.clock.now(),
     )
     scope = "all rooms" if filters.room_id is None else filters.room_id
     return (
@@ -120,9 +131,8 @@ async def audit_export(ctx: CommandContext, args: Mapping[str, Any]) -> str:
     )
 
 
-async def audit_verify(ctx: CommandContext, args: Mapping[str, Any]) -> str:
-    services: AuditServices = ctx.services
-    result = await services.audit_tools.verify(
+async def audit_verify(ctx: CommandContext, args: NoArgs) -> str:
+    result = await ctx.services.audit_tools.verify(
         actor=ctx.sender, room_id=ctx.reply_room_id, event_id=ctx.event_id, via="chat"
     )
     summary = verify_summary(result)
@@ -132,14 +142,15 @@ async def audit_verify(ctx: CommandContext, args: Mapping[str, Any]) -> str:
     return f"❌ {summary}. Keep this message and investigate."
 
 
-def specs() -> list[CommandSpec]:
+def specs() -> list[CommandSpec[Any]]:
     return [
         CommandSpec(
             "audit tail",
             Role.STAFF,
             "show the last N audit rows of this room (all rooms in the management room)",
             audit_tail,
-            (Arg("N", _tail_count, required=False, expected=TAIL_EXPECTED),),
+            (Arg("N", _tail_count, required=False, expected=TAIL_EXPECTED, attr="count"),),
+            args=TailArgs,
         ),
         CommandSpec(
             "audit export",
@@ -163,11 +174,13 @@ def specs() -> list[CommandSpec]:
                     expected="expected jsonl or csv",
                 ),
             ),
+            args=ExportArgs,
         ),
         CommandSpec(
             "audit verify",
             Role.ADMIN,
             "check the audit log's hash chain and its published checkpoints",
             audit_verify,
+            args=NoArgs,
         ),
     ]

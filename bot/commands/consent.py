@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo
 
 from bot.commands import formatting as fmt
 from bot.commands.registry import (
@@ -12,27 +13,20 @@ from bot.commands.registry import (
     CommandContext,
     CommandSpec,
     CommandUsageError,
+    NoArgs,
     Reply,
     user_id_arg,
 )
 from bot.policy.consent import TOPICS_EXPECTED, ConsentRecord, parse_max_per_day, parse_topics
 from bot.policy.hours import EXPECTED as HOURS_EXPECTED
-from bot.policy.hours import TIMEZONE_EXPECTED, parse_hours, parse_timezone
+from bot.policy.hours import TIMEZONE_EXPECTED, Hours, parse_hours, parse_timezone
 from bot.policy.roles import Role
-from bot.service.consent import ConsentService
-from bot.service.consent_grants import ConsentGrants
 
 NOTE_MAX = 500
 NOTE_EXPECTED = (
     f"expected a note of up to {NOTE_MAX} characters naming the form, "
     'like note="paper form 2026-11-20"'
 )
-
-
-class ConsentServices(Protocol):
-    consent: ConsentService
-    consent_grants: ConsentGrants
-    prefix: str
 
 
 def note_arg(value: str) -> str:
@@ -76,8 +70,20 @@ CHOICES = (
 )
 
 
-def _choices(args: Mapping[str, Any]) -> dict[str, Any]:
-    return {name: args.get(name) for name in ("hours", "tz", "max_per_day", "topics")}
+@dataclass(frozen=True, kw_only=True)
+class ChoicesArgs:
+    """What a patient may narrow when agreeing (each left out: as in the terms)."""
+
+    hours: Hours | None = None
+    tz: ZoneInfo | None = None
+    max_per_day: int | None = None
+    topics: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordArgs(ChoicesArgs):
+    user: str
+    note: str
 
 
 def _summary(record: ConsentRecord) -> str:
@@ -89,13 +95,12 @@ def _summary(record: ConsentRecord) -> str:
     )
 
 
-async def consent_show(ctx: CommandContext, args: Mapping[str, Any]) -> str:
-    services: ConsentServices = ctx.services
-    return await services.consent.show(ctx.room_id, ctx.sender, ctx.role, ctx.event_id)
+async def consent_show(ctx: CommandContext, args: NoArgs) -> str:
+    return await ctx.services.consent.show(ctx.room_id, ctx.sender, ctx.role, ctx.event_id)
 
 
-async def consent_agree(ctx: CommandContext, args: Mapping[str, Any]) -> str:
-    services: ConsentServices = ctx.services
+async def consent_agree(ctx: CommandContext, args: ChoicesArgs) -> str:
+    services = ctx.services
     if ctx.role != Role.PATIENT:
         return (
             f"Consent is given by patients; you are {ctx.role.label} here. To record a "
@@ -103,7 +108,13 @@ async def consent_agree(ctx: CommandContext, args: Mapping[str, Any]) -> str:
             'note="paper form ..."'
         )
     record = await services.consent_grants.agree(
-        ctx.room_id, ctx.sender, ctx.event_id, **_choices(args)
+        ctx.room_id,
+        ctx.sender,
+        ctx.event_id,
+        hours=args.hours,
+        tz=args.tz,
+        max_per_day=args.max_per_day,
+        topics=args.topics,
     )
     return (
         f"✅ Thank you, {ctx.sender}: your consent is recorded — {_summary(record)}. "
@@ -111,8 +122,8 @@ async def consent_agree(ctx: CommandContext, args: Mapping[str, Any]) -> str:
     )
 
 
-async def consent_revoke(ctx: CommandContext, args: Mapping[str, Any]) -> str:
-    services: ConsentServices = ctx.services
+async def consent_revoke(ctx: CommandContext, args: NoArgs) -> str:
+    services = ctx.services
     if ctx.role != Role.PATIENT:
         return f"Consent is withdrawn by the patient who gave it; you are {ctx.role.label} here."
     record = await services.consent_grants.revoke(ctx.room_id, ctx.sender, ctx.event_id)
@@ -124,21 +135,28 @@ async def consent_revoke(ctx: CommandContext, args: Mapping[str, Any]) -> str:
     )
 
 
-async def consent_list(ctx: CommandContext, args: Mapping[str, Any]) -> str | Reply:
-    services: ConsentServices = ctx.services
-    lines = await services.consent.list_room(ctx.room_id)
-    version = services.consent.settings.version
+async def consent_list(ctx: CommandContext, args: NoArgs) -> str | Reply:
+    consent = ctx.services.consent
+    lines = await consent.list_room(ctx.room_id)
+    version = consent.settings.version
     if not lines:
         return f"No patients here and no consent records (terms version {version})."
     return fmt.listing([f"Consent in this room (terms version {version}):", *lines])
 
 
-async def consent_record(ctx: CommandContext, args: Mapping[str, Any]) -> str:
-    services: ConsentServices = ctx.services
-    patient: str = args["user"]
+async def consent_record(ctx: CommandContext, args: RecordArgs) -> str:
+    patient = args.user
     try:
-        record = await services.consent_grants.record_offline(
-            ctx.room_id, ctx.sender, patient, ctx.event_id, args["note"], **_choices(args)
+        record = await ctx.services.consent_grants.record_offline(
+            ctx.room_id,
+            ctx.sender,
+            patient,
+            ctx.event_id,
+            args.note,
+            hours=args.hours,
+            tz=args.tz,
+            max_per_day=args.max_per_day,
+            topics=args.topics,
         )
     except ValueError:
         # The service's message names the user; the reply says it without their text.
@@ -151,10 +169,14 @@ async def consent_record(ctx: CommandContext, args: Mapping[str, Any]) -> str:
     )
 
 
-def specs() -> list[CommandSpec]:
+def specs() -> list[CommandSpec[Any]]:
     return [
         CommandSpec(
-            "consent", Role.PATIENT, "show the consent terms and your own status", consent_show
+            "consent",
+            Role.PATIENT,
+            "show the consent terms and your own status",
+            consent_show,
+            args=NoArgs,
         ),
         CommandSpec(
             "consent agree",
@@ -163,10 +185,17 @@ def specs() -> list[CommandSpec]:
             "topics)",
             consent_agree,
             options=CHOICES,
+            args=ChoicesArgs,
         ),
-        CommandSpec("consent revoke", Role.PATIENT, "withdraw your consent", consent_revoke),
         CommandSpec(
-            "consent list", Role.STAFF, "show each patient's consent in this room", consent_list
+            "consent revoke", Role.PATIENT, "withdraw your consent", consent_revoke, args=NoArgs
+        ),
+        CommandSpec(
+            "consent list",
+            Role.STAFF,
+            "show each patient's consent in this room",
+            consent_list,
+            args=NoArgs,
         ),
         CommandSpec(
             "consent record",
@@ -185,5 +214,6 @@ def specs() -> list[CommandSpec]:
                 *CHOICES,
                 Arg("note", note_arg, help='e.g. "paper form 2026-11-20"', expected=NOTE_EXPECTED),
             ),
+            args=RecordArgs,
         ),
     ]

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from bot.commands import formatting as fmt
-from bot.commands.registry import Arg, CommandContext, CommandSpec, CommandUsageError, Reply
+from bot.commands.registry import (
+    Arg,
+    CommandContext,
+    CommandSpec,
+    CommandUsageError,
+    NoArgs,
+    Reply,
+)
 from bot.policy.durations import MAX_SECONDS, UNITS, format_duration
 from bot.policy.roles import Role
 from bot.policy.room_policy import FIELDS, parse_policy_value
-from bot.service.policy import PolicyService
-
-
-class PolicyServices(Protocol):
-    policy: PolicyService
-
 
 FIELD_EXPECTED = f"expected one of {', '.join(FIELDS)}"
 
@@ -39,8 +40,15 @@ def value_expected(field: str, retention_minimum: int) -> str:
     return f"expected {forms.get(field, 'on or off')}"
 
 
+@dataclass(frozen=True, kw_only=True)
+class PolicySetArgs:
+    field: str
+    value: str
+    """The value's text, checked against the field while parsing."""
+
+
 @dataclass(frozen=True)
-class PolicySetSpec(CommandSpec):
+class PolicySetSpec(CommandSpec[PolicySetArgs]):
     """Checks the value against its field while parsing, so a bad value is refused before
     anything runs (and nothing is recorded)."""
 
@@ -60,27 +68,25 @@ class PolicySetSpec(CommandSpec):
         return values
 
 
-async def policy_show(ctx: CommandContext, args: Mapping[str, Any]) -> Reply:
-    services: PolicyServices = ctx.services
-    policy = await services.policy.get(ctx.room_id)
+async def policy_show(ctx: CommandContext, args: NoArgs) -> Reply:
+    policy = await ctx.services.policy.get(ctx.room_id)
     where = "this room" if ctx.room_id == ctx.reply_room_id else ctx.room_id
     return fmt.listing([f"Policy of {where}:", *policy.describe()])
 
 
-async def policy_set(ctx: CommandContext, args: Mapping[str, Any]) -> str:
-    services: PolicyServices = ctx.services
-    field, text = args["field"], args["value"]
-    old = await services.policy.get(ctx.room_id)
+async def policy_set(ctx: CommandContext, args: PolicySetArgs) -> str:
+    policy, field = ctx.services.policy, args.field
+    old = await policy.get(ctx.room_id)
     try:
-        new = await services.policy.set(ctx.room_id, field, text, ctx.sender, ctx.event_id)
+        new = await policy.set(ctx.room_id, field, args.value, ctx.sender, ctx.event_id)
     except ValueError:  # validated while parsing; kept for a minimum changed meanwhile
         raise CommandUsageError(f"value: not valid for {field}") from None
     return f"Policy changed: {field} {old.value_text(field)} → {new.value_text(field)}."
 
 
-def specs(retention_minimum: int) -> list[CommandSpec]:
+def specs(retention_minimum: int) -> list[CommandSpec[Any]]:
     return [
-        CommandSpec("policy", Role.STAFF, "show this room's policy", policy_show),
+        CommandSpec("policy", Role.STAFF, "show this room's policy", policy_show, args=NoArgs),
         PolicySetSpec(
             "policy set",
             Role.ADMIN,
@@ -91,5 +97,6 @@ def specs(retention_minimum: int) -> list[CommandSpec]:
                 Arg("value", str, help="e.g. required, warn, 30d, on"),
             ),
             retention_minimum=retention_minimum,
+            args=PolicySetArgs,
         ),
     ]

@@ -2,31 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Protocol
-
 from bot.commands import formatting as fmt
-from bot.commands.registry import CommandContext, CommandSpec, Reply
+from bot.commands.registry import CommandContext, CommandSpec, NoArgs, Reply
 from bot.policy.roles import Role
-from bot.service.posture import PostureService, report_lines
+from bot.service.posture import report_lines
 
 
-class PostureServices(Protocol):
-    posture: PostureService
+async def posture_command(ctx: CommandContext, args: NoArgs) -> Reply:
+    return fmt.listing(report_lines(await ctx.services.posture.report(ctx.room_id)))
 
 
-async def posture_command(ctx: CommandContext, args: Mapping[str, Any]) -> Reply:
-    services: PostureServices = ctx.services
-    return fmt.listing(report_lines(await services.posture.report(ctx.room_id)))
-
-
-async def posture_fix_command(ctx: CommandContext, args: Mapping[str, Any]) -> Reply:
-    services: PostureServices = ctx.services
-    lines = await services.posture.fix(ctx.room_id, actor=ctx.sender, event_id=ctx.event_id)
+async def posture_fix_command(ctx: CommandContext, args: NoArgs) -> Reply:
+    posture = ctx.services.posture
+    lines = await posture.fix(ctx.room_id, actor=ctx.sender, event_id=ctx.event_id)
     return fmt.listing(lines)
 
 
-def specs() -> list[CommandSpec]:
+def specs() -> list[CommandSpec[NoArgs]]:
     return [
         CommandSpec(
             "posture",
@@ -34,11 +26,13 @@ def specs() -> list[CommandSpec]:
             "check the room's settings: encryption, join rule, history, guests, server ACL, "
             "patients with power",
             posture_command,
+            args=NoArgs,
         ),
         CommandSpec(
             "posture fix",
             Role.ADMIN,
             "fix the room settings the bot has the power to change",
             posture_fix_command,
+            args=NoArgs,
         ),
     ]

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from bot.policy.command_line import MAX_ARGUMENT_CHARS, CommandLine
 from bot.policy.roles import Role
+
+if TYPE_CHECKING:
+    from bot.commands.services import Services
 
 USER_ID_RE = re.compile(r"^@[a-z0-9._=\-/+]+:[A-Za-z0-9.\-]+(:\d+)?$")
 # Room version 12 room IDs have no server part (`!<hash>`); older ones are `!opaque:server`.
@@ -66,6 +69,13 @@ class Arg:
     required: bool = True
     help: str = ""
     expected: str = ""
+    attr: str = ""
+    """The field of the command's args dataclass that gets the value; `name` when empty
+    (a name like `on|off` is what the user sees, not a Python name)."""
+
+    @property
+    def field_name(self) -> str:
+        return self.attr or self.name
 
     def usage(self, *, option: bool) -> str:
         text = f"{self.name}=.." if option else f"<{self.name}>"
@@ -80,7 +90,8 @@ class Arg:
 
 @dataclass(frozen=True)
 class CommandContext:
-    """What a handler knows about the call; `services` is the app's facade (bot.app.Chaperone).
+    """What a handler knows about the call; `services` are the parts commands may use, built by
+    the composition root (bot.app).
 
     `room_id` is the room the command is about: where it was sent, or the `room=!id` an admin
     named in the management room (`reply_room_id` is where it was sent).
@@ -93,7 +104,7 @@ class CommandContext:
     role: Role
     trust: str
     in_management_room: bool
-    services: Any
+    services: Services
 
 
 @dataclass(frozen=True)
@@ -105,21 +116,50 @@ class Reply:
     html: str | None = None
 
 
-Handler = Callable[[CommandContext, Mapping[str, Any]], Awaitable[str | Reply]]
+@dataclass(frozen=True)
+class NoArgs:
+    """The args of a command that takes none."""
+
+
+A = TypeVar("A")
+Handler = Callable[[CommandContext, A], Awaitable[str | Reply]]
 
 
 @dataclass(frozen=True)
-class CommandSpec:
+class CommandSpec(Generic[A]):
+    """A command: its name, the least role that may run it, its arguments and its handler.
+
+    `args` is a frozen dataclass with one field per argument (`Arg.field_name`); the registry
+    fills it from the parsed words, so the handler reads `args.user`, typed. A spec whose
+    arguments and dataclass fields disagree fails when it is made, not when it is run.
+    """
+
     name: str
     role: Role
     summary: str
-    handler: Handler
+    handler: Handler[A]
     positional: tuple[Arg, ...] = ()
     options: tuple[Arg, ...] = ()
     secret_options: frozenset[str] = field(default_factory=frozenset)
     rest: Arg | None = None
     """Words after the positional ones, each parsed by this argument (a list, maybe empty)."""
     max_rest: int = 10
+    args: type[A] = field(kw_only=True)
+
+    def __post_init__(self) -> None:
+        check_args_type(self)
+
+    def typed_args(self, values: Mapping[str, Any]) -> A:
+        """The parsed `values` (from `parse_args`) as the handler's args dataclass."""
+        names = {a.name: a.field_name for a in self.arguments}
+        return self.args(**{names[name]: value for name, value in values.items()})
+
+    async def run(self, ctx: CommandContext, values: Mapping[str, Any]) -> str | Reply:
+        return await self.handler(ctx, self.typed_args(values))
+
+    @property
+    def arguments(self) -> tuple[Arg, ...]:
+        return (*self.positional, *((self.rest,) if self.rest else ()), *self.options)
 
     @property
     def usage(self) -> str:
@@ -131,8 +171,9 @@ class CommandSpec:
         return " ".join(parts)
 
     def parse_args(self, words: tuple[str, ...], options: Mapping[str, str]) -> dict[str, Any]:
-        """Typed arguments, or CommandUsageError naming the argument and the expected form
-        (never the text given)."""
+        """The parsed values by argument name (`typed_args` makes the handler's dataclass of
+        them), or CommandUsageError naming the argument and the expected form (never the text
+        given)."""
         values: dict[str, Any] = {}
         extra = words[len(self.positional) :]
         if extra and self.rest is None:
@@ -160,6 +201,25 @@ class CommandSpec:
         return values
 
 
+def check_args_type(spec: CommandSpec[Any]) -> None:
+    """TypeError unless `spec.args` is a dataclass with exactly one field per argument, and a
+    default for each argument that may be left out."""
+    if not is_dataclass(spec.args):
+        raise TypeError(f"command '{spec.name}': args must be a dataclass")
+    declared = {f.name: f for f in fields(spec.args)}
+    wanted = {a.field_name: a for a in spec.arguments}
+    if set(declared) != set(wanted):
+        raise TypeError(
+            f"command '{spec.name}': {spec.args.__name__} has fields {sorted(declared)}, "
+            f"its arguments are {sorted(wanted)}"
+        )
+    for name, arg in wanted.items():
+        f = declared[name]
+        has_default = f.default is not MISSING or f.default_factory is not MISSING
+        if not arg.required and arg is not spec.rest and not has_default:
+            raise TypeError(f"command '{spec.name}': optional {name} needs a default")
+
+
 def parse_value(arg: Arg, raw: str) -> Any:
     """`raw` parsed by `arg`; an over-long value is refused before its parser sees it."""
     if len(raw) > MAX_ARGUMENT_CHARS:
@@ -175,19 +235,19 @@ def parse_value(arg: Arg, raw: str) -> Any:
 class CommandRegistry:
     """The command set; specs are registered explicitly by the composition root."""
 
-    def __init__(self, specs: Iterable[CommandSpec] = ()) -> None:
-        self._specs: dict[str, CommandSpec] = {}
+    def __init__(self, specs: Iterable[CommandSpec[Any]] = ()) -> None:
+        self._specs: dict[str, CommandSpec[Any]] = {}
         self._longest = 1  # words in the longest command name
         for spec in specs:
             self.register(spec)
 
-    def register(self, spec: CommandSpec) -> None:
+    def register(self, spec: CommandSpec[Any]) -> None:
         if spec.name in self._specs:
             raise ValueError(f"command '{spec.name}' registered twice")
         self._specs[spec.name] = spec
         self._longest = max(self._longest, len(spec.name.split()))
 
-    def match(self, line: CommandLine) -> tuple[CommandSpec, tuple[str, ...]] | None:
+    def match(self, line: CommandLine) -> tuple[CommandSpec[Any], tuple[str, ...]] | None:
         """The spec with the longest name matching the leading words, and the words left."""
         # Only as many leading words as the longest name has: the rest are arguments, and
         # joining all of them for every length would be quadratic in the message.
@@ -198,8 +258,8 @@ class CommandRegistry:
                 return spec, line.words[n:]
         return None
 
-    def visible_to(self, role: Role) -> list[CommandSpec]:
+    def visible_to(self, role: Role) -> list[CommandSpec[Any]]:
         return [s for s in self._specs.values() if s.role <= role]
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[CommandSpec[Any]]:
         return iter(self._specs.values())

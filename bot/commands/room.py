@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Protocol
+from dataclasses import dataclass, field
 
 from bot.commands import formatting as fmt
 from bot.commands.registry import (
@@ -17,7 +16,7 @@ from bot.commands.registry import (
 )
 from bot.policy.roles import Role
 from bot.policy.room_new import MAX_NAME_CHARS, valid_room_name
-from bot.service.room_new import CreatedRoom, RoomCreator, RoomRequestError
+from bot.service.room_new import CreatedRoom, RoomRequestError
 
 NAME_EXPECTED = (
     f"expected a room name of 1 to {MAX_NAME_CHARS} characters without control characters,"
@@ -32,8 +31,11 @@ PROMISES = (
 )
 
 
-class RoomServices(Protocol):
-    room_creator: RoomCreator
+@dataclass(frozen=True, kw_only=True)
+class RoomNewArgs:
+    patient: str
+    staff: list[str] = field(default_factory=list)
+    name: str | None = None
 
 
 def room_name_arg(value: str) -> str:
@@ -42,14 +44,13 @@ def room_name_arg(value: str) -> str:
     return value
 
 
-async def room_new(ctx: CommandContext, args: Mapping[str, Any]) -> Reply:
-    services: RoomServices = ctx.services
+async def room_new(ctx: CommandContext, args: RoomNewArgs) -> Reply:
     try:
-        created = await services.room_creator.create(
+        created = await ctx.services.room_creator.create(
             caller=ctx.sender,
-            patient=args["patient"],
-            staff=args.get("staff", []),
-            name=args.get("name"),
+            patient=args.patient,
+            staff=args.staff,
+            name=args.name,
             event_id=ctx.event_id,
         )
     except RoomRequestError as e:
@@ -99,7 +100,7 @@ def created_reply(created: CreatedRoom) -> Reply:
     return Reply(text, html)
 
 
-def specs() -> list[CommandSpec]:
+def specs() -> list[CommandSpec[RoomNewArgs]]:
     return [
         CommandSpec(
             "room new",
@@ -109,5 +110,6 @@ def specs() -> list[CommandSpec]:
             positional=(Arg("patient", user_id_arg, expected=USER_ID_EXPECTED),),
             rest=Arg("staff", user_id_arg, expected=USER_ID_EXPECTED),
             options=(Arg("name", room_name_arg, required=False, expected=NAME_EXPECTED),),
+            args=RoomNewArgs,
         )
     ]

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from typing import Any, Protocol
+from dataclasses import dataclass
 
 from bot.commands.registry import (
     USER_ID_EXPECTED,
@@ -15,7 +14,6 @@ from bot.commands.registry import (
     user_id_arg,
 )
 from bot.policy.roles import Role
-from bot.service.verification import VerificationService
 
 DEVICE_RE = re.compile(r"^[A-Za-z0-9_\-+/=.]{1,64}$")
 
@@ -26,21 +24,21 @@ def device_id_arg(value: str) -> str:
     return value
 
 
-class VerifyServices(Protocol):
-    verification: VerificationService
+@dataclass(frozen=True, kw_only=True)
+class VerifyArgs:
+    user: str
+    device: str | None = None
 
 
-async def verify(ctx: CommandContext, args: Mapping[str, Any]) -> str:
-    services: VerifyServices = ctx.services
-    user = args["user"]
-    if user == services.verification.config.bot.user_id:
+async def verify(ctx: CommandContext, args: VerifyArgs) -> str:
+    verification = ctx.services.verification
+    if args.user == verification.config.bot.user_id:
         raise CommandUsageError("user: that is the bot itself; expected a person")
-    device = args.get("device")
-    room = None if device else ctx.room_id
-    return await services.verification.begin(user, device, room, actor=ctx.sender)
+    room = None if args.device else ctx.room_id
+    return await verification.begin(args.user, args.device, room, actor=ctx.sender)
 
 
-def specs() -> list[CommandSpec]:
+def specs() -> list[CommandSpec[VerifyArgs]]:
     return [
         CommandSpec(
             "verify",
@@ -57,5 +55,6 @@ def specs() -> list[CommandSpec]:
                     expected="expected a device ID like ABCDEFGHIJ",
                 ),
             ),
+            args=VerifyArgs,
         )
     ]

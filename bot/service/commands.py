@@ -16,6 +16,7 @@ from bot.commands.registry import (
     parse_value,
     room_id_arg,
 )
+from bot.commands.services import Services
 from bot.config import Config
 from bot.db.audit import AuditEntry
 from bot.matrix.effects import MatrixEffects
@@ -41,7 +42,7 @@ class CommandService:
         gateway: MatrixGateway,
         effects: MatrixEffects,
         access: AccessService,
-        services: Any,
+        services: Services,
     ) -> None:
         self.config = config
         self.registry = registry
@@ -150,7 +151,7 @@ class CommandService:
         )
         reply: str | Reply
         try:
-            reply = await spec.handler(ctx, args)
+            reply = await spec.run(ctx, args)  # the handler gets its typed args
             result = "ok"
         except CommandUsageError as e:
             reply, result = f"⚠️ {spec.name}: {e} — {self._help_hint()}", "bad-arguments"

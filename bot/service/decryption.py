@@ -4,11 +4,12 @@ encrypted) until the key comes, is requested, or the wait runs out (SPEC 11)."""
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from mautrix.errors import DecryptionError, SessionNotFound
 
+from bot.clock import Clock
 from bot.db.database import transaction
 from bot.db.pending_decryption import PendingDecryption, PendingEvent
 from bot.matrix.gateway import MatrixGateway
@@ -26,6 +27,7 @@ class DecryptionRetrier:
         gateway: MatrixGateway,
         pipeline: EventPipeline,
         pending: PendingDecryption,
+        clock: Clock,
         *,
         request_after: float = 2.0,
         give_up_after: float = 60.0,
@@ -35,6 +37,7 @@ class DecryptionRetrier:
         self.gateway = gateway
         self.pipeline = pipeline
         self.pending = pending
+        self.clock = clock
         self.request_after = request_after
         self.give_up_after = give_up_after
         self.poll_interval = poll_interval
@@ -47,7 +50,7 @@ class DecryptionRetrier:
         await run_forever(self.retry_once, interval=self.poll_interval, outage=self.outage)
 
     async def retry_once(self) -> None:
-        now = datetime.now(UTC)
+        now = self.clock.now()
         for row in await self.pending.all():
             try:
                 await self._retry(row, now)

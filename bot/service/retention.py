@@ -13,6 +13,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Any, TypeVar
 
 from bot.clock import Clock
@@ -113,7 +114,7 @@ class RetentionService:
         archiver: Archiver | None,
         backfiller: Backfiller,
         *,
-        clock: Clock | None = None,
+        clock: Clock,
         batch_size: int = 100,
         purge_poll_seconds: float = 0.5,
         backoff: Backoff | None = None,
@@ -130,7 +131,7 @@ class RetentionService:
         self.alerts = alerts
         self.archiver = archiver
         self.backfiller = backfiller
-        self.clock = clock or Clock()
+        self.clock = clock
         self.batch_size = batch_size
         self.purge_poll_seconds = purge_poll_seconds
         self.bot_user_id = config.bot.user_id
@@ -229,7 +230,7 @@ class RetentionService:
         removed = sum(r.removed for r in results)
         failed = sum(r.failed for r in results)
         self.last = (
-            f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}: {removed} removed, "
+            f"{self.clock.now().astimezone(UTC):%Y-%m-%d %H:%M:%S UTC}: {removed} removed, "
             f"{failed} failed in {len(rooms)} room(s), {time.monotonic() - started:.1f} s"
         )
         if request.reply_room:

@@ -14,6 +14,7 @@ from typing import Any, cast
 
 import pytest
 
+from bot.clock import Clock
 from bot.db.database import EmbeddedPostgres, open_databases
 from bot.db.pending_decryption import PendingDecryption
 from bot.db.retention_rooms import RetentionRooms
@@ -52,7 +53,11 @@ async def test_loops_log_one_line_per_outage_and_back_off(
     if "withheld_notices" in inspect.signature(DecryptionRetrier).parameters:
         parts["withheld_notices"] = none  # older wiring; not reached either
     retrier = DecryptionRetrier(
-        **parts, pending=PendingDecryption(dbs.main), poll_interval=0.05, backoff=BACKOFF
+        **parts,
+        pending=PendingDecryption(dbs.main),
+        clock=Clock(),
+        poll_interval=0.05,
+        backoff=BACKOFF,
     )
     backfiller = Backfiller(
         none,

@@ -222,7 +222,7 @@ def test_an_option_continued_by_words_reads_as_before() -> None:
 # -- every argument of every command ----------------------------------------------------------
 
 
-def all_specs() -> list[CommandSpec]:
+def all_specs() -> list[CommandSpec[Any]]:
     return [
         *builtin_specs(),
         *consent_commands.specs(),

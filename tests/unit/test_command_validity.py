@@ -69,11 +69,11 @@ def config() -> Config:
     return parse_config(data, {}, Path("/srv/chaperone"))
 
 
-def recording(spec: CommandSpec, services: Services) -> CommandSpec:
+def recording(spec: CommandSpec[Any], services: Services) -> CommandSpec[Any]:
     """`spec` with a handler that only records the call (the real handlers need the app)."""
 
-    async def handler(ctx: CommandContext, args: Mapping[str, Any]) -> str:
-        services.ran.append((spec.name, dict(args)))
+    async def handler(ctx: CommandContext, args: Any) -> str:
+        services.ran.append((spec.name, vars(args)))  # the typed args' fields by name
         return f"ran {spec.name}"
 
     return CommandSpec(
@@ -84,10 +84,11 @@ def recording(spec: CommandSpec, services: Services) -> CommandSpec:
         spec.positional,
         spec.options,
         spec.secret_options,
+        args=spec.args,
     )
 
 
-def all_specs() -> list[CommandSpec]:
+def all_specs() -> list[CommandSpec[Any]]:
     return [
         *builtin_specs(),
         *consent_commands.specs(),

@@ -306,11 +306,11 @@ def test_the_message_over_the_limit_is_the_violation(sent: int, limit: int) -> N
 # -- command arguments (parsed before anything runs) ------------------------------------------
 
 
-def consent_spec(name: str) -> CommandSpec:
+def consent_spec(name: str) -> CommandSpec[object]:
     return next(s for s in consent_commands.specs() if s.name == name)
 
 
-def parse(spec: CommandSpec, text: str) -> dict[str, object]:
+def parse(spec: CommandSpec[object], text: str) -> dict[str, object]:
     line = split_command(text)
     match = CommandRegistry([spec]).match(line)
     assert match is not None
