@@ -13,8 +13,8 @@ from typing import Any, cast
 import asyncpg
 import orjson
 from mautrix.util.async_db import Connection, Database
-from mautrix.util.async_db.database import conn_var
 
+from bot.mautrix_compat import current_connection
 from bot.policy.audit_chain import (
     GENESIS_HASH,
     RECORD_FIELDS,
@@ -355,7 +355,7 @@ async def _reader(db: Database) -> AsyncIterator[Connection]:
     An async generator may be finalized in another context, where resetting mautrix's
     connection context variable (as `Database.acquire` does) would fail.
     """
-    current = conn_var.get()
+    current = current_connection()
     if current is not None:
         yield current
         return

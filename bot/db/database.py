@@ -235,7 +235,7 @@ async def history_risk(conn: Connection | asyncpg.Connection) -> str | None:
     return (
         f"the bot's database role {row['role']} {what}, so it could disable the audit "
         "triggers and rewrite history; set database.owner_url to a role that owns the tables "
-        "and run the bot as a role without those rights (README: database roles)"
+        "and run the bot as a role without those rights (docs/operations.md: Database roles)"
     )
 
 
@@ -254,7 +254,8 @@ async def transaction(db: Database) -> AsyncIterator[Connection]:
 
     mautrix keeps the acquired connection in a context variable, so e.g.
     `async with transaction(db): await audit.append(...); await sync_state.save(...)`
-    commits both or neither.
+    commits both or neither (`bot.mautrix_compat.current_connection` reads it;
+    `tests/unit/test_mautrix_compat.py` checks `Database.acquire` still joins it).
     """
     conn: Connection
     async with db.acquire() as conn, conn.transaction():

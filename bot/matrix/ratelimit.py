@@ -1,8 +1,11 @@
 """Keeping the homeserver's 429 `retry_after_ms`.
 
 mautrix 0.21's HTTPAPI neither retries a 429 nor keeps `retry_after_ms` (it raises a bare
-MLimitExceeded), so pacing to the homeserver's limit needs the value kept here. Everything else
-behaves exactly as in mautrix: RateLimited *is* an MLimitExceeded.
+MLimitExceeded), so pacing to the homeserver's limit needs the value kept here. It is kept
+through public hooks only: an aiohttp client middleware on the session mautrix sends with
+raises a 429 as RateLimited, which *is* an MLimitExceeded, and mautrix's `HTTPAPI.request`
+passes it on as it would its own (a 429 is never retried). Every other response reaches mautrix
+untouched, so every other error is exactly mautrix's.
 """
 
 from __future__ import annotations
@@ -13,9 +16,9 @@ import math
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from aiohttp import ClientResponse
-from mautrix.api import HTTPAPI, Method
-from mautrix.errors import MLimitExceeded, make_request_error
+from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, ClientSession
+from mautrix.api import HTTPAPI
+from mautrix.errors import MLimitExceeded
 from yarl import URL
 
 T = TypeVar("T")
@@ -43,43 +46,55 @@ def retry_after_ms(body: Any, header: str | None) -> int | None:
     return None
 
 
-class PacedHTTPAPI(HTTPAPI):
-    """HTTPAPI whose 429s raise RateLimited carrying the homeserver's wait."""
+async def raise_rate_limited(request: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
+    """aiohttp client middleware: a 429 raises RateLimited with the homeserver's wait."""
+    response = await handler(request)
+    if response.status != 429:
+        return response
+    try:
+        text = await response.text()
+    finally:
+        response.release()
+    try:
+        body = json.loads(text)
+    except ValueError:
+        body = None
+    fields = body if isinstance(body, dict) else {}
+    raise RateLimited(
+        429,
+        str(fields.get("error", "")),
+        retry_after_ms(body, response.headers.get("Retry-After")),
+    )
 
-    async def _send(
+
+def paced_session() -> ClientSession:
+    """The session HTTPAPI would make itself (same User-Agent), plus `raise_rate_limited`."""
+    return ClientSession(
+        headers={"User-Agent": HTTPAPI.default_ua}, middlewares=(raise_rate_limited,)
+    )
+
+
+class PacedHTTPAPI(HTTPAPI):
+    """HTTPAPI whose 429s raise RateLimited carrying the homeserver's wait.
+
+    Only the session differs: without `client_session` it gets a `paced_session()`. A session
+    passed in paces only if it is one too (e.g. another PacedHTTPAPI's `session`).
+    """
+
+    def __init__(
         self,
-        method: Method,
-        url: URL,
-        content: Any,
-        query_params: dict[str, str],
-        headers: dict[str, str],
-    ) -> tuple[Any, ClientResponse]:
-        request = self.session.request(
-            str(method), url, data=content, params=query_params, headers=headers
+        base_url: URL | str,
+        token: str = "",
+        *,
+        client_session: ClientSession | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            base_url,
+            token,
+            client_session=client_session if client_session is not None else paced_session(),
+            **kwargs,
         )
-        async with request as response:
-            if 200 <= response.status < 300:
-                return await response.json(), response
-            text = await response.text()
-            try:
-                body = json.loads(text)
-            except ValueError:
-                body = None
-            fields = body if isinstance(body, dict) else {}
-            if response.status == 429:
-                raise RateLimited(
-                    429,
-                    str(fields.get("error", "")),
-                    retry_after_ms(body, response.headers.get("Retry-After")),
-                )
-            # Every other error exactly as mautrix raises it.
-            raise make_request_error(
-                http_status=response.status,
-                text=text,
-                errcode=fields.get("errcode"),
-                message=fields.get("error"),
-                unstable_errcode=fields.get("org.matrix.msc3848.unstable.errcode"),
-            )
 
 
 async def retry_rate_limited(

@@ -4,7 +4,7 @@ A time a decision later compares with `bot.clock` (consent expiry, notice pacing
 a refused removal) must be passed in by the caller from that clock. The database's clock may
 stamp only what is compared with nothing but other database stamps, tested for NULL, or shown
 to people. This test fails when a repository starts stamping with the database's clock, so
-the new stamp is looked at (and listed in the README's Development section) before it lands.
+the new stamp is looked at (and listed in docs/development.md, "One clock") before it lands.
 """
 
 from __future__ import annotations
@@ -61,5 +61,5 @@ def test_only_the_listed_columns_are_stamped_by_the_databases_clock() -> None:
     expected = {name: count for name, (count, _why) in DATABASE_CLOCK_STAMPS.items()}
     assert found == expected, (
         "a repository's use of the database clock changed: a time that a decision compares"
-        " with bot.clock must be passed in by the caller (see README, Development)"
+        " with bot.clock must be passed in by the caller (see docs/development.md, One clock)"
     )
