@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from bot.config import Config
 from bot.db.staff import StaffRepo
-from bot.matrix.gateway import MatrixGateway
 from bot.policy.roles import Role, role_of
+from bot.service.ports import RoomReader
 
 
 class AccessService:
-    def __init__(self, config: Config, staff: StaffRepo, gateway: MatrixGateway) -> None:
+    def __init__(self, config: Config, staff: StaffRepo, gateway: RoomReader) -> None:
         self.config = config
         self.staff = staff
         self.gateway = gateway

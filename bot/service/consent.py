@@ -16,7 +16,6 @@ from bot.db.consent import ConsentRepo
 from bot.db.consent_notices import ConsentNotices
 from bot.db.message_counts import MessageCounts
 from bot.matrix.effects import MatrixEffects
-from bot.matrix.gateway import MatrixGateway
 from bot.policy.consent import (
     ConsentRecord,
     Validity,
@@ -31,6 +30,7 @@ from bot.service.failures import error_reference
 from bot.service.observers import BatchOutcome, Write
 from bot.service.outbox import EFFECT_EVENT_ID, EffectQueue, queued_notice
 from bot.service.policy import PolicyService
+from bot.service.ports import RoomReader
 
 log = logging.getLogger("chaperone.consent")
 
@@ -53,7 +53,7 @@ class ConsentService:
         notices: ConsentNotices,
         audit: AuditLog,
         access: AccessService,
-        gateway: MatrixGateway,
+        gateway: RoomReader,
         effects: MatrixEffects,
         policy: PolicyService,
         clock: Clock,

@@ -29,7 +29,7 @@ from bot.matrix.facts import (
     facts_from_event,
     undecryptable_message,
 )
-from bot.matrix.gateway import MatrixGateway, SyncBatch
+from bot.matrix.gateway import SyncBatch
 from bot.metrics import Metrics
 from bot.policy.audit_chain import message_hmac
 from bot.policy.membership import membership_action
@@ -38,6 +38,7 @@ from bot.service.access import AccessService
 from bot.service.commands import CommandService, refused
 from bot.service.failures import is_transient
 from bot.service.observers import BatchOutcome, Observer
+from bot.service.ports import EventSource
 from bot.service.withheld import WithheldNotices
 
 log = logging.getLogger("chaperone.pipeline")
@@ -49,7 +50,7 @@ class EventPipeline:
     def __init__(
         self,
         config: Config,
-        gateway: MatrixGateway,
+        gateway: EventSource,
         audit: AuditLog,
         sync_state: SyncState,
         pending: PendingDecryption,

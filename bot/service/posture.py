@@ -18,7 +18,6 @@ from bot.db.posture import PostureRepo
 from bot.db.rooms import RoomsRepo
 from bot.matrix.effects import MatrixEffects
 from bot.matrix.facts import MembershipFact
-from bot.matrix.gateway import MatrixGateway
 from bot.policy.posture import (
     CHECKED_TYPES,
     CODE_TYPES,
@@ -40,6 +39,7 @@ from bot.service.access import AccessService
 from bot.service.failures import error_reference
 from bot.service.observers import BatchOutcome, Observer
 from bot.service.policy import PolicyService
+from bot.service.ports import RoomReader
 
 log = logging.getLogger("chaperone.posture")
 
@@ -63,7 +63,7 @@ class PostureService(Observer):
     def __init__(
         self,
         config: Config,
-        gateway: MatrixGateway,
+        gateway: RoomReader,
         effects: MatrixEffects,
         audit: AuditLog,
         policy: PolicyService,

@@ -11,8 +11,8 @@ from bot.db.database import transaction
 from bot.db.rooms import RoomsRepo
 from bot.db.staff import StaffRepo
 from bot.matrix.effects import MatrixEffects
-from bot.matrix.gateway import MatrixGateway
 from bot.service.failures import error_reference
+from bot.service.ports import RoomReader
 
 log = logging.getLogger("chaperone.staff")
 
@@ -26,7 +26,7 @@ class StaffService:
         config: Config,
         staff: StaffRepo,
         rooms: RoomsRepo,
-        gateway: MatrixGateway,
+        gateway: RoomReader,
         effects: MatrixEffects,
         audit: AuditLog,
     ) -> None:

@@ -8,9 +8,9 @@ import logging
 import time
 
 from bot.db.sync_state import SyncState
-from bot.matrix.gateway import MatrixGateway
 from bot.service.background import Backoff, Outage
 from bot.service.pipeline import EventPipeline
+from bot.service.ports import SyncSource
 
 log = logging.getLogger("chaperone.sync")
 
@@ -23,7 +23,7 @@ ISOLATE_AFTER_FAILURES = 5
 class SyncLoop:
     def __init__(
         self,
-        gateway: MatrixGateway,
+        gateway: SyncSource,
         pipeline: EventPipeline,
         sync_state: SyncState,
         started_at: float,

@@ -1,0 +1,82 @@
+"""What services need from Matrix, as narrow ports (Protocols).
+
+Services depend on these, not on `bot.matrix.gateway.MatrixGateway`: the gateway satisfies
+them structurally (mypy checks it where `bot/app.py` passes the gateway in), and service tests
+pass the in-memory fake in `tests/fakes/matrix.py` instead of a homeserver. Each port is named
+for a need; a service asks for the smallest one that covers what it calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+from bot.matrix.gateway import Decrypted, SyncBatch
+
+
+class RoomReader(Protocol):
+    """Rooms as the homeserver (or the state store kept from /sync) has them now."""
+
+    async def power_level(self, room_id: str, user_id: str) -> int: ...
+
+    async def joined_members(self, room_id: str) -> list[str]: ...
+
+    async def room_state(self, room_id: str) -> list[dict[str, Any]]: ...
+
+    async def is_encrypted(self, room_id: str) -> bool: ...
+
+    async def joined_rooms(self) -> list[str]: ...
+
+    async def membership(self, room_id: str, user_id: str) -> str: ...
+
+
+class BatchWrites(Protocol):
+    """Crypto bookkeeping a batch deferred, written inside the batch's commit transaction."""
+
+    async def save_batch_writes(self) -> None: ...
+
+
+class Decryptor(Protocol):
+    """Megolm decryption and the key bookkeeping around it.
+
+    `decrypt` raises mautrix's `SessionNotFound` while the key has not arrived and
+    `DecryptionError` when the event can never be read.
+    """
+
+    @property
+    def crypto_store(self) -> BatchWrites: ...
+
+    async def decrypt(self, raw: dict[str, Any]) -> Decrypted: ...
+
+    def withheld_code(self, raw: dict[str, Any]) -> str | None: ...
+
+    async def read_message_indices_ahead(self, events: Iterable[dict[str, Any]]) -> None: ...
+
+    async def request_key(self, raw: dict[str, Any]) -> None: ...
+
+    async def session_known(self, room_id: str, session_id: str) -> bool: ...
+
+
+class Invites(Protocol):
+    """Answering an invite of the bot."""
+
+    async def join(self, room_id: str) -> None: ...
+
+    async def reject_invite(self, room_id: str) -> None: ...
+
+
+class EventSource(Decryptor, Invites, Protocol):
+    """What the event pipeline needs: events decrypted, invites answered."""
+
+
+class SyncSource(Protocol):
+    """The bot's account and its /sync, one batch at a time."""
+
+    @property
+    def user_id(self) -> str: ...
+
+    async def sync(self, since: str | None, timeout_ms: int) -> SyncBatch: ...
+
+
+class MatrixPort(RoomReader, EventSource, SyncSource, Protocol):
+    """Every port at once: what the gateway and the test fake both provide."""
