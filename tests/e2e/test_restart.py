@@ -75,6 +75,13 @@ async def test_sigkill_while_messages_arrive_loses_nothing_and_doubles_nothing(
     conn = await asyncpg.connect(db_url)
     try:
         assert await conn.fetchval("SELECT count(*) FROM pending_decryption") == 0
+        # Replay protection kept up: each message's megolm index is recorded, once, for it
+        # (the bot writes them with the batch's audit rows).
+        indexed = await conn.fetchval(
+            "SELECT count(DISTINCT event_id) FROM crypto_message_index WHERE event_id = ANY($1)",
+            sent,
+        )
+        assert indexed == len(sent)
     finally:
         await conn.close()
     assert os.path.exists(bot_env.data_dir / "recovery-key.txt")
