@@ -647,3 +647,14 @@ def test_other_warnings(changes: dict[str, Any], key: str, tmp_path: Path) -> No
     assert any(w.startswith(f"{key}: ") for w in check_warnings(config))
     plain = parse_config(copy.deepcopy(VALID), {}, tmp_path)
     assert not any(w.startswith(f"{key}: ") for w in check_warnings(plain))
+
+
+def test_a_short_http_api_token_is_refused_without_quoting_it() -> None:
+    """A guessable API token would open the audit export: 32 characters at least."""
+    short = "9f8e7d6c5b4a3f2e1d0c9b8a7f6e5d4"  # 31 characters
+    problems = problems_of(VALID, {"CHAPERONE_HTTP_API_TOKEN": short})
+    assert len(problems) == 1
+    assert problems[0].startswith("http.api_token: ")
+    assert problems[0].endswith("expected at least 32 characters (e.g. openssl rand -hex 32)")
+    assert short not in problems[0]
+    parse_config(VALID, {"CHAPERONE_HTTP_API_TOKEN": short + "3"}, Path("/srv/chaperone"))
