@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import secrets
 from typing import Any
 
 from bot.commands.registry import (
@@ -25,6 +24,7 @@ from bot.matrix.gateway import MatrixGateway
 from bot.policy.command_gate import gate_command
 from bot.policy.command_line import CommandSyntaxError, split_command, strip_prefix
 from bot.service.access import AccessService
+from bot.service.failures import error_reference
 from bot.service.observers import BatchOutcome
 from bot.service.outbox import queued_notice
 
@@ -104,7 +104,7 @@ class CommandService:
         try:
             role = await self.access.role(target_room, fact.sender)
         except Exception:
-            ref = secrets.token_hex(4).upper()
+            ref = error_reference()
             log.warning(
                 "Could not tell the role of a command's sender (ref %s)", ref, exc_info=True
             )
@@ -156,7 +156,7 @@ class CommandService:
         except CommandUsageError as e:
             reply, result = f"⚠️ {spec.name}: {e} — {self._help_hint()}", "bad-arguments"
         except Exception:
-            ref = secrets.token_hex(4).upper()
+            ref = error_reference()
             log.exception("Command %s failed (ref %s)", spec.name, ref)
             reply = f"❌ {spec.name} failed because of an internal error (reference {ref})."
             result = f"error {ref}"
