@@ -45,6 +45,7 @@ from bot.db.rooms import RoomsRepo
 from bot.db.staff import StaffRepo
 from bot.db.sync_state import SyncState
 from bot.db.tracked_events import TrackedEvents
+from bot.db.unit_of_work import record_audit
 from bot.db.verification import VerificationRepo
 from bot.matrix.effects import MatrixEffects
 from bot.matrix.gateway import MatrixGateway
@@ -56,6 +57,7 @@ from bot.service.alerts import Alerts
 from bot.service.archive import Archiver
 from bot.service.audit_checkpoints import AuditCheckpointer
 from bot.service.audit_tools import AuditTools
+from bot.service.background import Backoff
 from bot.service.commands import CommandService
 from bot.service.consent import ConsentService
 from bot.service.consent_enforcement import ConsentObserver
@@ -80,6 +82,8 @@ log = logging.getLogger("chaperone")
 T = TypeVar("T")
 
 STOP_STEP_SECONDS = 10.0
+# Waiting for Postgres or the homeserver at start: 1 s, doubling, at most 30 s.
+START_BACKOFF = Backoff(initial=1.0, cap=30.0)
 
 
 async def _within(what: str, step: Awaitable[object]) -> None:
@@ -327,7 +331,8 @@ class Chaperone:
         self.pipeline.committed_listeners.append(self.admin_alerts.on_committed)
         self.pipeline.committed_listeners.append(self.tracker.on_committed)
         await self.admin_alerts.join_management_room(self.config, self.gateway, self.rooms)
-        await self.audit.append(
+        await record_audit(
+            self.audit,
             [
                 AuditEntry(
                     actor="system",
@@ -335,7 +340,7 @@ class Chaperone:
                     subject=self.config.bot.user_id,
                     details={"version": __version__, "device_id": self.gateway.device_id},
                 )
-            ]
+            ],
         )
         if self.role_warning:
             await self.alerts.send(f"WARNING: {self.role_warning}")
@@ -398,7 +403,7 @@ class Chaperone:
                 failures += 1
                 self.web.waiting_reason = f"waiting for {what} ({type(e).__name__})"
                 log.warning("%s is unreachable (%s); retry %d", what, type(e).__name__, failures)
-                await asyncio.sleep(min(30.0, 0.5 * 2 ** min(failures, 6)))
+                await asyncio.sleep(START_BACKOFF.delay(failures))
 
     async def run_until_stopped(self, stop: asyncio.Event) -> None:
         waiter = asyncio.create_task(stop.wait())
@@ -435,7 +440,7 @@ class Chaperone:
             stopped = AuditEntry(
                 actor="system", action="bot.stopped", subject=self.config.bot.user_id
             )
-            await _within("the bot.stopped audit row", self.audit.append([stopped]))
+            await _within("the bot.stopped audit row", record_audit(self.audit, [stopped]))
             await _within("the audit checkpoint", self.checkpointer.checkpoint("stop"))
             await _within("the Matrix client", self.gateway.close())
         if self.dbs is not None:

@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bot.config import HttpConfig
 from bot.db.audit import AuditEntry, AuditLog
+from bot.db.unit_of_work import record_audit
 from bot.metrics import Metrics
 from bot.service.audit_cli import FILTER_KEYS, FilterError, parse_filters
 from bot.service.audit_tools import AuditTools, StreamedExport, export_lines
@@ -205,7 +206,7 @@ class WebServer:
             },
         )
         try:
-            await self.parts.audit.append([entry])
+            await record_audit(self.parts.audit, [entry])
         except Exception:
             log.warning("Could not audit a refused request (ref %s)", error_reference())
 

@@ -66,15 +66,27 @@ class ConsentRepo:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def grant(self, new: NewConsent) -> tuple[ConsentRecord, bool]:
-        """Store a consent; (record, created). The same event again returns the stored record,
-        so a command replayed after a crash records nothing twice."""
+    async def next_id(self) -> int:
+        """An id for a consent about to be granted (so its audit row can name it first)."""
+        value: int = await self.db.fetchval(
+            "SELECT nextval(pg_get_serial_sequence('consent', 'id'))"
+        )
+        return value
+
+    async def grant(
+        self, new: NewConsent, consent_id: int | None = None
+    ) -> tuple[ConsentRecord, bool]:
+        """Store a consent (with `consent_id` from `next_id`, or a new one); (record, created).
+        The same event again returns the stored record, so a command replayed after a crash
+        records nothing twice."""
         row = await self.db.fetchrow(
             f"""
-            INSERT INTO consent (room_id, user_id, terms_version, terms_sha256, source,
+            INSERT INTO consent (id, room_id, user_id, terms_version, terms_sha256, source,
                 event_id, recorded_by, note, hours, timezone, topics, max_per_day, granted_at,
                 expires_at)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+            OVERRIDING SYSTEM VALUE
+            VALUES (COALESCE($15, nextval(pg_get_serial_sequence('consent', 'id'))),
+                $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
             ON CONFLICT (event_id) DO NOTHING
             RETURNING {_COLUMNS}
             """,  # noqa: S608 (constant column list)
@@ -92,15 +104,28 @@ class ConsentRepo:
             new.max_per_day,
             new.granted_at,
             new.expires_at,
+            consent_id,
         )
         if row is not None:
             return _record(row), True
-        existing = await self.db.fetchrow(
-            f"SELECT {_COLUMNS} FROM consent WHERE event_id = $1",  # noqa: S608
-            new.event_id,
-        )
+        existing = await self.by_event(new.event_id)
         assert existing is not None  # the conflict was on this event_id
-        return _record(existing), False
+        return existing, False
+
+    async def by_event(self, event_id: str) -> ConsentRecord | None:
+        """The consent granted by this event (a command), if it was stored."""
+        row = await self.db.fetchrow(
+            f"SELECT {_COLUMNS} FROM consent WHERE event_id = $1",  # noqa: S608
+            event_id,
+        )
+        return _record(row) if row is not None else None
+
+    async def by_id(self, consent_id: int) -> ConsentRecord | None:
+        row = await self.db.fetchrow(
+            f"SELECT {_COLUMNS} FROM consent WHERE id = $1",  # noqa: S608
+            consent_id,
+        )
+        return _record(row) if row is not None else None
 
     async def current(self, room_id: str, user_id: str) -> ConsentRecord | None:
         """The patient's newest consent record in the room (revoked or expired ones too)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import getpass
 import json
 from collections.abc import Sequence
+from functools import partial
 from typing import Any, TextIO
 
 from mautrix.errors import DecryptionError, SessionNotFound
@@ -15,8 +16,8 @@ from bot.clock import Clock
 from bot.config import Config
 from bot.db.archive import ArchiveFilter, MessageArchive
 from bot.db.audit import AuditEntry, AuditLog
-from bot.db.database import transaction
 from bot.db.tracked_events import TrackedEvents
+from bot.db.unit_of_work import UnitOfWork
 from bot.matrix.gateway import MatrixGateway
 from bot.policy.archive import (
     archive_record,
@@ -77,18 +78,23 @@ class Archiver:
                 "readable": record["readable"],
             },
         )
-        # Audit first (lock order as in a sync batch commit); both writes are idempotent.
-        async with transaction(self.archive.db):
-            await self.audit.append([entry])
-            await self.archive.store(
-                event_id=event.event_id,
-                room_id=event.room_id,
-                sender=event.sender,
-                origin_ts=event.origin_ts,
-                key_id=self.key_id,
-                sealed=sealed,
+        # One unit (audit row first, then the writes); both writes are idempotent.
+        await (
+            UnitOfWork(self.audit, [entry])
+            .then(
+                partial(
+                    self.archive.store,
+                    event_id=event.event_id,
+                    room_id=event.room_id,
+                    sender=event.sender,
+                    origin_ts=event.origin_ts,
+                    key_id=self.key_id,
+                    sealed=sealed,
+                ),
+                partial(self.tracked.mark_archived, event.event_id),
             )
-            await self.tracked.mark_archived(event.event_id)
+            .commit()
+        )
         return bool(record["readable"])
 
 

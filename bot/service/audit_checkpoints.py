@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 
 from bot.db.audit import AuditEntry, AuditLog
+from bot.db.unit_of_work import record_audit
 from bot.policy.audit_chain import Checkpoint, checkpoint_line, parse_checkpoint_line
 
 log = logging.getLogger("chaperone.audit.checkpoints")
@@ -80,14 +81,15 @@ class AuditCheckpointer:
         head = await self.audit.head()
         if head is None or (self.published and head.seq == self.published[-1].seq):
             return None
-        seqs = await self.audit.append(
+        seqs = await record_audit(
+            self.audit,
             [
                 AuditEntry(
                     actor="system",
                     action="audit.checkpoint",
                     details={"reason": reason, "previous_head_seq": head.seq},
                 )
-            ]
+            ],
         )
         stored = await self.audit.hash_at(seqs[0])
         new_head = await self.audit.head()

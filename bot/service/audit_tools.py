@@ -12,6 +12,7 @@ from typing import Any
 
 from bot.db.audit import AuditEntry, AuditFilter, AuditLog, VerifyResult
 from bot.db.audit_format import csv_header, to_csv_row, to_jsonl
+from bot.db.unit_of_work import record_audit
 from bot.matrix.effects import MatrixEffects
 from bot.policy.audit_chain import AuditRecord, Checkpoint, format_ts
 
@@ -120,7 +121,8 @@ async def verify_and_record(
     one verify behind the CLI, the chat command and the HTTP API."""
     result = await audit.verify(checkpoints)
     details = verify_details(result, via, unreadable_checkpoints)
-    await audit.append(
+    await record_audit(
+        audit,
         [
             AuditEntry(
                 actor=actor,
@@ -129,7 +131,7 @@ async def verify_and_record(
                 event_id=event_id,
                 details=details,
             )
-        ]
+        ],
     )
     return result
 
@@ -174,7 +176,8 @@ class AuditTools:
         scope = "all-rooms" if filters.room_id is None else "room"
         filename = f"audit-{scope}-{now.astimezone(UTC):%Y%m%dT%H%M%SZ}.{fmt}"
         file_event = await self.effects.upload_file(reply_room_id, data, filename, MIMETYPES[fmt])
-        await self.audit.append(
+        await record_audit(
+            self.audit,
             [
                 exported_entry(
                     actor,
@@ -186,7 +189,7 @@ class AuditTools:
                     event_id=event_id,
                     extra={"via": "chat", "file_event_id": file_event},
                 )
-            ]
+            ],
         )
         return ExportResult(rows, digest, filename)
 
@@ -252,15 +255,15 @@ class StreamedExport:
     started_seq: int | None = None
 
     async def started(self) -> None:
-        seqs = await self.audit.append([self._entry(None, "started", complete=False)])
+        seqs = await record_audit(self.audit, [self._entry(None, "started", complete=False)])
         self.started_seq = seqs[0] if seqs else None
 
     async def finished(self, rows: int) -> None:
-        await self.audit.append([self._entry(rows, "finished", complete=True)])
+        await record_audit(self.audit, [self._entry(rows, "finished", complete=True)])
 
     async def cut_short(self, rows_sent: int, reason: str) -> None:
         more = {"rows_sent": rows_sent, "reason": reason}
-        await self.audit.append([self._entry(None, "cut short", complete=False, more=more)])
+        await record_audit(self.audit, [self._entry(None, "cut short", complete=False, more=more)])
 
     def _entry(
         self, rows: int | None, stage: str, *, complete: bool, more: dict[str, Any] | None = None

@@ -15,6 +15,7 @@ from bot.db.audit import AuditEntry, AuditLog
 from bot.db.consent import ConsentRepo
 from bot.db.consent_notices import ConsentNotices
 from bot.db.message_counts import MessageCounts
+from bot.db.unit_of_work import record_audit
 from bot.matrix.effects import MatrixEffects
 from bot.policy.consent import (
     ConsentRecord,
@@ -306,8 +307,9 @@ class ConsentService:
                 status = "Your consent here: " + self.describe(record, state, you=True)
             # The reply shows the terms and the risk warning: that is evidence too.
             # (keyed by the command's event, so a replayed command is not recorded twice)
-            await self.audit.append(
-                [self.terms_entry(room_id, user_id, "requested", None, event_id=event_id)]
+            await record_audit(
+                self.audit,
+                [self.terms_entry(room_id, user_id, "requested", None, event_id=event_id)],
             )
         return self.terms_text([], "requested", None) + "\n\n" + status
 

@@ -3,13 +3,15 @@ form, a patient withdrawing. Each record is stored together with its audit row."
 
 from __future__ import annotations
 
+from datetime import UTC
+from functools import partial
 from zoneinfo import ZoneInfo
 
 from bot.clock import Clock
 from bot.config import Config
 from bot.db.audit import AuditEntry, AuditLog
 from bot.db.consent import ConsentRepo, NewConsent
-from bot.db.database import transaction
+from bot.db.unit_of_work import UnitOfWork
 from bot.policy.consent import ConsentRecord, expires_at, terms_sha256
 from bot.policy.hours import Hours, format_hours, parse_hours
 from bot.policy.roles import Role
@@ -67,33 +69,45 @@ class ConsentGrants:
         )
 
     async def grant(self, new: NewConsent, actor: str) -> ConsentRecord:
-        """Store the consent and audit `consent.granted` together (once per command event)."""
-        async with transaction(self.repo.db):
-            record, created = await self.repo.grant(new)
-            if created:
-                await self.audit.append(
-                    [
-                        AuditEntry(
-                            actor=actor,
-                            action="consent.granted",
-                            room_id=new.room_id,
-                            event_id=new.event_id,
-                            subject=new.user_id,
-                            details={
-                                "consent_id": record.id,
-                                "source": record.source,
-                                "terms_version": record.terms_version,
-                                "terms_sha256": record.terms_sha256,
-                                "hours": record.hours,
-                                "timezone": record.timezone,
-                                "max_per_day": record.max_per_day,
-                                "topics": list(record.topics),
-                                "expires_at": record.expires_at.isoformat(),
-                            },
-                        )
-                    ]
+        """Store the consent and audit `consent.granted` together (once per command event).
+
+        One unit of work, audit row first (bot/db/unit_of_work.py). The row names the
+        consent's id, so the id is reserved from its sequence before anything is written (no
+        row lock), and whether this event already granted a consent (a replayed command) is
+        read under the audit lock: then nothing is recorded and the stored record returned.
+        """
+        stored: list[ConsentRecord] = []
+
+        async def insert() -> None:
+            stored.append((await self.repo.grant(new, consent_id))[0])
+
+        async with UnitOfWork.locked(self.audit) as unit:
+            existing = await self.repo.by_event(new.event_id)
+            if existing is not None:
+                return existing
+            consent_id = await self.repo.next_id()
+            unit.record(
+                AuditEntry(
+                    actor=actor,
+                    action="consent.granted",
+                    room_id=new.room_id,
+                    event_id=new.event_id,
+                    subject=new.user_id,
+                    details={
+                        "consent_id": consent_id,
+                        "source": new.source,
+                        "terms_version": new.terms_version,
+                        "terms_sha256": new.terms_sha256,
+                        "hours": new.hours,
+                        "timezone": new.timezone,
+                        "max_per_day": new.max_per_day,
+                        "topics": list(new.topics),
+                        "expires_at": new.expires_at.astimezone(UTC).isoformat(),
+                    },
                 )
-        return record
+            )
+            unit.then(insert)
+        return stored[0]
 
     async def agree(
         self,
@@ -156,19 +170,21 @@ class ConsentGrants:
         if record is None or record.revoked_at is not None:
             return None
         now = self.clock.now()
-        async with transaction(self.repo.db):
-            if not await self.repo.revoke(record.id, now, patient, event_id):
+        # Decided by a read under the audit lock (every revocation holds it), not by the
+        # UPDATE's row count: the audit row goes first.
+        async with UnitOfWork.locked(self.audit) as unit:
+            latest = await self.repo.by_id(record.id)
+            if latest is None or latest.revoked_at is not None:
                 return None
-            await self.audit.append(
-                [
-                    AuditEntry(
-                        actor=patient,
-                        action="consent.revoked",
-                        room_id=room_id,
-                        event_id=event_id,
-                        subject=patient,
-                        details={"consent_id": record.id},
-                    )
-                ]
+            unit.record(
+                AuditEntry(
+                    actor=patient,
+                    action="consent.revoked",
+                    room_id=room_id,
+                    event_id=event_id,
+                    subject=patient,
+                    details={"consent_id": record.id},
+                )
             )
+            unit.then(partial(self.repo.revoke, record.id, now, patient, event_id))
         return record

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from functools import partial
 
 from bot.db.audit import AuditEntry
-from bot.db.database import transaction
+from bot.db.unit_of_work import UnitOfWork
 from bot.policy.consent import ConsentRecord, Validity, expiry_due, reask_reason, validity
 from bot.service.background import Backoff, Outage, run_forever
 from bot.service.consent import ConsentService, day_text
@@ -61,23 +62,24 @@ class ConsentRenewal:
 
     async def _check_one(self, record: ConsentRecord, now: datetime) -> None:
         if expiry_due(record, now):
-            async with transaction(self.consent.repo.db):
-                if not await self.consent.repo.mark_expiry_recorded(record.id, now):
+            # Decided by a read under the audit lock, then the row first and the mark after.
+            async with UnitOfWork.locked(self.consent.audit) as unit:
+                latest = await self.consent.repo.by_id(record.id)
+                if latest is None or latest.expiry_recorded_at is not None:
                     return
-                await self.consent.audit.append(
-                    [
-                        AuditEntry(
-                            actor="system",
-                            action="consent.expired",
-                            room_id=record.room_id,
-                            subject=record.user_id,
-                            details={
-                                "consent_id": record.id,
-                                "expires_at": record.expires_at.isoformat(),
-                            },
-                        )
-                    ]
+                unit.record(
+                    AuditEntry(
+                        actor="system",
+                        action="consent.expired",
+                        room_id=record.room_id,
+                        subject=record.user_id,
+                        details={
+                            "consent_id": record.id,
+                            "expires_at": record.expires_at.isoformat(),
+                        },
+                    )
                 )
+                unit.then(partial(self.consent.repo.mark_expiry_recorded, record.id, now))
             if record.user_id in await self.consent.patients_in(record.room_id):
                 await self.consent.tell(
                     record.room_id,

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from mautrix.errors import DecryptionError, SessionNotFound
 
 from bot.clock import Clock
-from bot.db.database import transaction
 from bot.db.pending_decryption import PendingDecryption, PendingEvent
 from bot.matrix.gateway import MatrixGateway
 from bot.service.background import Backoff, Outage, run_forever
@@ -102,7 +102,6 @@ class DecryptionRetrier:
         await self._commit(raw["event_id"], outcome)
 
     async def _commit(self, event_id: str, outcome: BatchOutcome) -> None:
-        async with transaction(self.pipeline.audit.db):
-            await self.pipeline.store(outcome)
-            await self.pending.remove(event_id)
+        unit = self.pipeline.unit_of(outcome).then(partial(self.pending.remove, event_id))
+        await unit.commit()
         await self.pipeline.after_commit(outcome.entries)  # outbox, alerts, metrics

@@ -17,14 +17,15 @@ import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict
+from functools import partial
 from typing import Any
 
 from mautrix.errors import MatrixRequestError, MForbidden, MNotFound
 
 from bot.clock import Clock
 from bot.db.audit import AuditEntry, AuditLog
-from bot.db.database import transaction
 from bot.db.outbox import OutboxRepo, QueuedEffect, WaitingEffect
+from bot.db.unit_of_work import UnitOfWork
 from bot.matrix.effects import MatrixEffects
 from bot.matrix.ratelimit import RateLimited
 from bot.policy.retention import pacing_delay
@@ -202,9 +203,12 @@ class EffectsOutbox:
                 await asyncio.sleep(RETRY_BACKOFF.delay(attempt + 1))
             else:
                 self.rate_limited_rooms.discard(effect.room_id)
-                async with transaction(self.audit.db):
-                    await self.repo.done(effect.id, result, self.clock.now())
-                    await self.audit.append([done_entry(r, result) for r in effect.on_done])
+                # The on_done rows (audit first), then the row marked done: one unit.
+                await (
+                    UnitOfWork(self.audit, [done_entry(r, result) for r in effect.on_done])
+                    .then(partial(self.repo.done, effect.id, result, self.clock.now()))
+                    .commit()
+                )
                 return
             attempt += 1
 
@@ -288,10 +292,7 @@ class EffectQueue:
             outcome.writes += writes
             outcome.effects += effects
             return
-        async with transaction(self.audit.db):
-            await self.audit.append(list(entries))
-            for write in writes:
-                await write()
-            await self.repo.add(effects, self.clock.now())
+        unit = UnitOfWork(self.audit, entries, writes)
+        await unit.then(partial(self.repo.add, effects, self.clock.now())).commit()
         if effects:
             self.wake()

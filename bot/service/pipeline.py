@@ -3,10 +3,9 @@ sync position so that no event is lost and none is audited twice (SPEC 11)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import secrets
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -21,6 +20,7 @@ from bot.db.outbox import OutboxRepo
 from bot.db.pending_decryption import PendingDecryption
 from bot.db.rooms import RoomsRepo
 from bot.db.sync_state import SyncState
+from bot.db.unit_of_work import UnitOfWork
 from bot.matrix.facts import (
     MembershipFact,
     MessageFact,
@@ -36,7 +36,7 @@ from bot.policy.membership import membership_action
 from bot.policy.storable import storable
 from bot.service.access import AccessService
 from bot.service.commands import CommandService, refused
-from bot.service.failures import is_transient
+from bot.service.failures import error_reference, is_transient
 from bot.service.observers import BatchOutcome, Observer
 from bot.service.ports import EventSource
 from bot.service.withheld import WithheldNotices
@@ -130,18 +130,18 @@ class EventPipeline:
         """Each event handled and stored in a savepoint of the batch's one transaction."""
         committed: list[AuditEntry] = []
         notes: dict[str, Any] = {}
-        async with transaction(self.audit.db):
+        async with UnitOfWork.batch(self.audit):
             for raw, handle in self._steps(batch):
                 outcome = BatchOutcome(notes=notes)
                 try:
                     async with transaction(self.audit.db):  # a savepoint, inside the batch's
                         await handle(outcome)
-                        await self.store(outcome)
+                        await self.unit_of(outcome).commit()
                 except Exception as e:
                     if is_transient(e):
                         raise
                     outcome = BatchOutcome(entries=[self.event_failed(raw, e)])
-                    await self.store(outcome)
+                    await self.unit_of(outcome).commit()
                 committed += outcome.entries
             if batch.next_batch is not None:
                 await self.sync_state.save(self.bot_user_id, batch.next_batch)
@@ -216,15 +216,20 @@ class EventPipeline:
             return (event_id, action) in outcome.audited
         return await self.audit.exists(event_id, action)
 
-    async def store(self, outcome: BatchOutcome) -> None:
-        """Write what handling produced: audit rows, observers' writes, events waiting for
-        keys, effects for the outbox. Callers hold the transaction."""
+    def unit_of(self, outcome: BatchOutcome) -> UnitOfWork:
+        """What handling produced, as one unit of work: the audit rows first, then the batch's
+        crypto bookkeeping, the observers' writes, events waiting for keys and effects for the
+        outbox. A caller adds its own writes (the sync position) and commits it."""
         now = self.clock.now()
-        await self.gateway.crypto_store.save_batch_writes()
-        await self.audit.append(outcome.entries)
-        for write in outcome.writes:
-            await write()
-        for raw in outcome.pending:
+        return (
+            UnitOfWork(self.audit, outcome.entries)
+            .then(self.gateway.crypto_store.save_batch_writes, *outcome.writes)
+            .then(partial(self._add_pending, outcome.pending, now))
+            .then(partial(self.outbox.add, outcome.effects, now))
+        )
+
+    async def _add_pending(self, pending: list[dict[str, Any]], now: datetime) -> None:
+        for raw in pending:
             content = raw.get("content", {})
             await self.pending.add(
                 event_id=raw["event_id"],
@@ -236,14 +241,13 @@ class EventPipeline:
                 first_seen=now,
                 next_attempt=now,
             )
-        await self.outbox.add(outcome.effects, now)
 
     async def commit(self, outcome: BatchOutcome, next_batch: str | None) -> None:
         """Everything the batch produced and the new sync position: all or nothing."""
-        async with transaction(self.audit.db):
-            await self.store(outcome)
-            if next_batch is not None:
-                await self.sync_state.save(self.bot_user_id, next_batch)
+        unit = self.unit_of(outcome)
+        if next_batch is not None:
+            unit.then(partial(self.sync_state.save, self.bot_user_id, next_batch))
+        await unit.commit()
         await self.after_commit(outcome.entries)
 
     async def after_commit(self, entries: list[AuditEntry]) -> None:
@@ -461,12 +465,3 @@ class EventPipeline:
 
 def _text_or_none(value: Any) -> str | None:
     return storable(value) if isinstance(value, str) else None
-
-
-def error_reference() -> str:
-    """A short reference number tying a user-facing error to a log line (never to content)."""
-    return secrets.token_hex(4).upper()
-
-
-async def sleep_backoff(attempt: int, cap: float = 30.0) -> None:
-    await asyncio.sleep(min(cap, 0.5 * 2**attempt))

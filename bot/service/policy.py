@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from bot.batch_scope import forget, once_per_batch
 from bot.config import Config
 from bot.db.audit import AuditEntry, AuditLog
-from bot.db.database import transaction
 from bot.db.room_policy import RoomPolicyRepo
+from bot.db.unit_of_work import UnitOfWork
 from bot.policy.room_policy import RoomPolicy, parse_policy_value
 
 # (room_id, field, old policy, new policy) — e.g. retention re-plans its sweep.
@@ -46,23 +47,19 @@ class PolicyService:
         old = await self.repo.get(room_id)
         new = old.with_value(field, value)
         action = "legal_hold.changed" if field == "legal_hold" else "policy.changed"
-        async with transaction(self.repo.db):
-            await self.repo.set(room_id, field, value, actor)
-            await self.audit.append(
-                [
-                    AuditEntry(
-                        actor=actor,
-                        action=action,
-                        room_id=room_id,
-                        event_id=event_id,
-                        details={
-                            "field": field,
-                            "old": old.value_text(field),
-                            "new": new.value_text(field),
-                        },
-                    )
-                ]
-            )
+        entry = AuditEntry(
+            actor=actor,
+            action=action,
+            room_id=room_id,
+            event_id=event_id,
+            details={"field": field, "old": old.value_text(field), "new": new.value_text(field)},
+        )
+        # One unit: the audit row first, then the new value (the lock order, bot/db/unit_of_work).
+        await (
+            UnitOfWork(self.audit, [entry])
+            .then(partial(self.repo.set, room_id, field, value, actor))
+            .commit()
+        )
         for listener in self.listeners:
             await listener(room_id, field, old, new)
         return new

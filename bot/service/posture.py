@@ -9,13 +9,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from bot.config import Config
 from bot.db.audit import AuditEntry, AuditLog
-from bot.db.database import transaction
 from bot.db.posture import PostureRepo
 from bot.db.rooms import RoomsRepo
+from bot.db.unit_of_work import UnitOfWork, record_audit
 from bot.matrix.effects import MatrixEffects
 from bot.matrix.facts import MembershipFact
 from bot.policy.posture import (
@@ -242,9 +243,9 @@ class PostureService(Observer):
             return
         new_found, codes = result
         entries = [_drift_entry(room_id, "system", None, new_found, codes)] if new_found else []
-        async with transaction(self.audit.db):
-            await self.audit.append(entries)
-            await self.repo.save(room_id, codes)
+        await (
+            UnitOfWork(self.audit, entries).then(partial(self.repo.save, room_id, codes)).commit()
+        )
         if entries:
             await self.notify(entries)
 
@@ -291,7 +292,7 @@ class PostureService(Observer):
                 )
             )
         if entries:
-            await self.audit.append(entries)
+            await record_audit(self.audit, entries)
             await self.notify(entries)
         return _fix_lines(room_id, fixed, dry, not_fixed)
 

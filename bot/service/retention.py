@@ -9,20 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC
+from functools import partial
 from typing import Any, TypeVar
 
 from bot.clock import Clock
 from bot.config import Config
 from bot.db.audit import AuditEntry, AuditLog
-from bot.db.database import transaction
 from bot.db.retention_rooms import RetentionRooms
 from bot.db.rooms import RoomsRepo
 from bot.db.tracked_events import TrackedEvents
+from bot.db.unit_of_work import UnitOfWork, record_audit
 from bot.matrix.effects import MatrixEffects
 from bot.matrix.gateway import MatrixGateway
 from bot.matrix.history import may_redact_others
@@ -39,6 +39,7 @@ from bot.policy.room_policy import RoomPolicy
 from bot.service.alerts import FORBIDDEN, RATE_LIMITED, Alerts, removal_problem_text
 from bot.service.archive import Archiver
 from bot.service.background import Backoff, Outage
+from bot.service.failures import error_reference
 from bot.service.policy import PolicyService
 from bot.service.retention_notices import RoomNotices, sweep_report
 from bot.service.retention_purge import purge_room
@@ -287,7 +288,7 @@ class RetentionService:
         except asyncio.CancelledError:
             raise
         except Exception as e:
-            ref = secrets.token_hex(4).upper()
+            ref = error_reference()
             result.error = f"{type(e).__name__} (ref {ref})"
             log.warning("Retention sweep of %s stopped (ref %s)", room_id, ref, exc_info=True)
             await self.alerts.send(f"Retention sweep of {room_id} stopped (reference {ref}).")
@@ -345,11 +346,9 @@ class RetentionService:
             method=method,
             extra=extra,
         )
-        # Audit first: the append's lock, then the row's, the order a sync batch commit takes
-        # them in (else the two deadlock). The append skips a row the sync already recorded.
-        async with transaction(self.tracked.db):
-            await self.audit.append([entry])
-            await self.tracked.mark_removed(event.event_id, removal_id)
+        # One unit: the audit row (skipped when the sync already recorded it), then the mark.
+        unit = UnitOfWork(self.audit, [entry])
+        await unit.then(partial(self.tracked.mark_removed, event.event_id, removal_id)).commit()
         result.removed += 1
 
     # -- helpers --------------------------------------------------------------------------
@@ -384,7 +383,8 @@ class RetentionService:
         details["trigger"] = "command" if request.requested_by else "schedule"
         details["requested_by"] = request.requested_by
         details["method"] = self.method
-        await self.audit.append(
+        await record_audit(
+            self.audit,
             [
                 AuditEntry(
                     actor=self.bot_user_id,
@@ -392,7 +392,7 @@ class RetentionService:
                     room_id=result.room_id,
                     details=details,
                 )
-            ]
+            ],
         )
 
     async def update_backlog(self) -> int:

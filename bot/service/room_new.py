@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from bot.config import Config
 from bot.db.audit import AuditEntry, AuditLog
+from bot.db.unit_of_work import record_audit
 from bot.matrix.effects import MatrixEffects
 from bot.policy.posture import server_of
 from bot.policy.room_new import matrix_to, plan_new_room
@@ -113,7 +114,8 @@ class RoomCreator:
                 self._idle.set()
         room_id = result.event_id if result.done else None
         invited_staff = (caller, *others)
-        await self.audit.append(
+        await record_audit(
+            self.audit,
             [
                 AuditEntry(
                     actor=caller,
@@ -130,7 +132,7 @@ class RoomCreator:
                         "dry_run": not result.done,
                     },
                 )
-            ]
+            ],
         )
         if room_id is not None:
             log.info("Created room %s (version %s)", room_id, room_version)

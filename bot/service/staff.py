@@ -4,12 +4,13 @@ from every managed room and from the staff list)."""
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 from bot.config import Config
 from bot.db.audit import AuditEntry, AuditLog
-from bot.db.database import transaction
 from bot.db.rooms import RoomsRepo
 from bot.db.staff import StaffRepo
+from bot.db.unit_of_work import UnitOfWork
 from bot.matrix.effects import MatrixEffects
 from bot.service.failures import error_reference
 from bot.service.ports import RoomReader
@@ -38,19 +39,23 @@ class StaffService:
         self.audit = audit
 
     async def add(self, user_id: str, *, actor: str, event_id: str | None) -> str:
-        async with transaction(self.audit.db):
-            added = await self.staff.add(user_id, actor)
+        # Decided by a read under the audit lock (every staff change holds it), then the
+        # unit stores the row `staff.added` and the addition, in that order.
+        async with UnitOfWork.locked(self.audit) as unit:
+            added = user_id not in await self.staff.list()
             if added:
-                await self.audit.append([self._entry("staff.added", user_id, actor, event_id)])
+                unit.record(self._entry("staff.added", user_id, actor, event_id))
+                unit.then(partial(self.staff.add, user_id, actor))
         if not added:
             return f"{user_id} is already on the staff list."
         return f"{user_id} is now staff in every room (and may invite the bot)."
 
     async def remove(self, user_id: str, *, actor: str, event_id: str | None) -> str:
-        async with transaction(self.audit.db):
-            removed = await self.staff.remove(user_id)
+        async with UnitOfWork.locked(self.audit) as unit:
+            removed = user_id in await self.staff.list()
             if removed:
-                await self.audit.append([self._entry("staff.removed", user_id, actor, event_id)])
+                unit.record(self._entry("staff.removed", user_id, actor, event_id))
+                unit.then(partial(self.staff.remove, user_id))
         text = (
             f"{user_id} is no longer on the staff list."
             if removed
@@ -93,24 +98,23 @@ class StaffService:
                 failed[room_id] = f"{type(e).__name__}, ref {ref}"
                 continue
             (removed_rooms if result.done else would_remove).append(room_id)
-        async with transaction(self.audit.db):
-            was_staff = await self.staff.remove(user_id)
-            await self.audit.append(
-                [
-                    AuditEntry(
-                        actor=actor,
-                        action="staff.offboarded",
-                        event_id=event_id,
-                        subject=user_id,
-                        details={
-                            "rooms": removed_rooms,
-                            "failed": sorted(failed),
-                            "dry_run_rooms": would_remove,
-                            "removed_from_staff_list": was_staff,
-                        },
-                    )
-                ]
+        async with UnitOfWork.locked(self.audit) as unit:
+            was_staff = user_id in await self.staff.list()
+            unit.record(
+                AuditEntry(
+                    actor=actor,
+                    action="staff.offboarded",
+                    event_id=event_id,
+                    subject=user_id,
+                    details={
+                        "rooms": removed_rooms,
+                        "failed": sorted(failed),
+                        "dry_run_rooms": would_remove,
+                        "removed_from_staff_list": was_staff,
+                    },
+                )
             )
+            unit.then(partial(self.staff.remove, user_id))
         lines = [f"Offboarded {user_id}:"]
         lines.append(
             f"removed from {len(removed_rooms)} room(s)"

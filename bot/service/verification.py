@@ -18,6 +18,7 @@ from typing import Any
 from bot.clock import Clock
 from bot.config import Config
 from bot.db.audit import AuditEntry, AuditLog
+from bot.db.unit_of_work import record_audit
 from bot.db.verification import VerificationRepo
 from bot.matrix.verification import (
     OlmSasCrypto,
@@ -333,7 +334,8 @@ class VerificationService(Observer):
             "transport": "room" if flow.room_id else "to_device",
             **extra,
         }
-        await self.audit.append(
+        await record_audit(
+            self.audit,
             [
                 AuditEntry(
                     actor=actor,
@@ -342,7 +344,7 @@ class VerificationService(Observer):
                     room_id=flow.room_id,
                     details=details,
                 )
-            ]
+            ],
         )
 
     async def _audit_cancel(
@@ -364,7 +366,8 @@ class VerificationService(Observer):
         }
         if reason:
             details["reason"] = reason
-        await self.audit.append(
+        await record_audit(
+            self.audit,
             [
                 AuditEntry(
                     actor=user_id if by == "peer" else "system",
@@ -373,5 +376,5 @@ class VerificationService(Observer):
                     room_id=room_id,
                     details=details,
                 )
-            ]
+            ],
         )
