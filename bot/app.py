@@ -6,13 +6,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 import asyncpg
 from mautrix.errors import MatrixConnectionError
+from mautrix.util.async_db import Database
 
 from bot import __version__
 from bot.clock import Clock
@@ -64,6 +65,7 @@ from bot.service.consent_enforcement import ConsentObserver
 from bot.service.consent_grants import ConsentGrants
 from bot.service.consent_renewal import ConsentRenewal
 from bot.service.decryption import DecryptionRetrier
+from bot.service.events import Committed, EffectsQueued, EventBus, HistoryRecorded, PolicyChanged
 from bot.service.observers import Observer
 from bot.service.outbox import EffectQueue, EffectsOutbox
 from bot.service.pipeline import EventPipeline
@@ -146,67 +148,93 @@ class Chaperone:
         ):
             self.registry.register(spec)
         self.web = WebServer(config.http, self.metrics)
+        self.bus = EventBus()  # how one flow hears what another committed
+        self.started = asyncio.Event()  # set once start() is through (the demo waits for it)
+        self._url = ""
 
     async def start(self) -> None:
-        await self.web.start()  # first: /health answers, /ready says why not (yet)
+        """The start-up sequence: HTTP first (so /health answers and /ready says why not yet),
+        the database, the leader lock, the homeserver, every part built, then the work."""
+        await self.web.start()
+        main = await self._open_database()
+        await self._become_leader()
+        await self._connect_matrix(main)
+        self._build(main)
+        self._subscribe()
+        await self.verification.start()
+        await self.admin_alerts.join_management_room(self.config, self.gateway, self.rooms)
+        await self._record_start()
+        self.active = True
+        self.tasks = self._background_tasks()
+        self.web.attach(BotParts(main, self.audit, self.audit_tools, self.sync_loop))
+        self.started.set()
+
+    async def _open_database(self) -> Database:
+        """The embedded Postgres when no URL is configured; the pools, retried while down."""
         url, owner_url = self.config.database.url, self.config.database.owner_url
         if not url:
             self.embedded = EmbeddedPostgres(Path(self.config.bot.data_dir))
             url = await self.embedded.astart()
             owner_url = self.embedded.owner_url
+        self._url = url
         self.dbs = await self._until_up(
             "Postgres", lambda: open_databases(url, owner_url=owner_url or None)
         )
         self.role_warning = await history_risk(self.dbs.main)
         if self.role_warning:
             log.warning("WARNING: %s", self.role_warning)
-        self.leader = LeaderLock(url)
+        return self.dbs.main
+
+    async def _become_leader(self) -> None:
+        """A second instance waits here as a warm standby."""
+        self.leader = LeaderLock(self._url)
         self.web.waiting_reason = "warm standby: another instance holds the database lock"
-        await self.leader.acquire()  # a second instance waits here as a warm standby
+        await self.leader.acquire()
         self.web.waiting_reason = "starting"
-        main = self.dbs.main
-        self.audit = AuditLog(main, self.config.audit.hmac_key)
-        self.sync_state = SyncState(main)
-        self.pending = PendingDecryption(main)
-        self.rooms = RoomsRepo(main)
-        self.staff = StaffRepo(main)
+
+    async def _connect_matrix(self, main: Database) -> None:
+        assert self.dbs is not None
         self.gateway = MatrixGateway(self.config, self.dbs, IdentityStore(main))
         await self._until_up("the homeserver", lambda: self.gateway.client.versions(no_cache=True))
         await self.gateway.connect()
         self.effects = MatrixEffects(self.gateway, dry_run=self.config.bot.dry_run)
         await self._exempt_from_rate_limits()
-        self.alerts = Alerts(self.config, self.effects)
-        self.access = AccessService(self.config, self.staff, self.gateway)
+
+    def _build(self, main: Database) -> None:
+        """Every part, each given what it uses, in dependency order; no I/O. Flows hear about
+        each other through `self.bus` (subscribed in `_subscribe`), not by setting callbacks
+        on each other; observers are listed in the order the pipeline calls them."""
+        config, clock, bus = self.config, self.clock, self.bus
+        self.audit = AuditLog(main, config.audit.hmac_key)
+        self.sync_state = SyncState(main)
+        self.pending = PendingDecryption(main)
+        self.rooms = RoomsRepo(main)
+        self.staff = StaffRepo(main)
+        self.alerts = Alerts(config, self.effects)
+        self.access = AccessService(config, self.staff, self.gateway)
         self.policy = PolicyService(
-            self.config, RoomPolicyRepo(main, defaults_from(self.config)), self.audit
+            config, RoomPolicyRepo(main, defaults_from(config)), self.audit, bus
         )
-        self.observers: list[Observer] = []
-        self.withheld_notices = WithheldNotices()
         # Effects exactly once (SPEC 11): queued with the batch, carried out after the commit.
         outbox_repo = OutboxRepo(main)
-        self.effect_queue = EffectQueue(outbox_repo, self.audit, self.clock)
-        self.outbox = EffectsOutbox(
-            outbox_repo, self.effects, self.audit, self.clock, self.alerts.send
-        )
-        self.effect_queue.wake = self.outbox.wake
-        # The services commands use come first, then the command service and the pipeline that
-        # runs it; observers are listed in the order the pipeline calls them.
+        self.effect_queue = EffectQueue(outbox_repo, self.audit, clock, bus)
+        self.outbox = EffectsOutbox(outbox_repo, self.effects, self.audit, clock, self.alerts.send)
+        self.room_creator = RoomCreator(config, self.effects, self.access, self.audit)
         self.posture = PostureService(
-            self.config,
+            config,
             self.gateway,
             self.effects,
             self.audit,
             self.policy,
             PostureRepo(main),
             self.rooms,
-            self._notify_committed,
+            bus,
             self.access,
+            creations_settled=self.room_creator.settled,
         )
-        self.observers.append(self.posture)
-        self.policy.listeners.append(self.posture.on_policy_change)
         # Consent (SPEC 3): the flow, enforcement in the room, renewal and expiry checks.
         self.consent = ConsentService(
-            self.config,
+            config,
             ConsentRepo(main),
             MessageCounts(main),
             ConsentNotices(main),
@@ -215,40 +243,32 @@ class Chaperone:
             self.gateway,
             self.effects,
             self.policy,
-            self.clock,
+            clock,
             self.effect_queue,
         )
         self.consent_grants = ConsentGrants(
-            self.config, self.consent.repo, self.audit, self.access, self.clock
-        )
-        self.observers.append(
-            ConsentObserver(self.consent, self.policy, self.access, self.effects, self.metrics)
+            config, self.consent.repo, self.audit, self.access, clock
         )
         self.consent_renewal = ConsentRenewal(self.consent)
-        self.policy.listeners.append(self.consent.on_policy_changed)
-        self.room_creator = RoomCreator(self.config, self.effects, self.access, self.audit)
-        self.posture.creations_settled = self.room_creator.settled
         self.staff_admin = StaffService(
-            self.config, self.staff, self.rooms, self.gateway, self.effects, self.audit
+            config, self.staff, self.rooms, self.gateway, self.effects, self.audit
         )
         # Interactive verification (SPEC 7): to-device events from mautrix, in-room ones as an
         # observer; the operator confirms on the console (chaperone verify).
         self.verification = VerificationService(
-            self.config,
+            config,
             VerificationMatrix(self.gateway),
             VerificationRepo(main),
             self.audit,
             self.access,
             self.alerts,
-            self.clock,
+            clock,
         )
-        await self.verification.start()
-        self.observers.append(self.verification)
-        management_room = self.config.bot.management_room
+        management_room = config.bot.management_room
         self.checkpointer = AuditCheckpointer(
             self.audit,
-            interval_seconds=self.config.audit.checkpoint_interval_seconds,
-            checkpoint_file=self.config.audit.checkpoint_file,
+            interval_seconds=config.audit.checkpoint_interval_seconds,
+            checkpoint_file=config.audit.checkpoint_file,
             publish=(lambda text: self.effects.notice(management_room, text))
             if management_room
             else None,
@@ -256,23 +276,22 @@ class Chaperone:
         self.audit_tools = AuditTools(self.audit, self.effects, self.checkpointer.known)
         # Retention: event metadata, back-fill, archive, the sweeper (SPEC 4).
         tracked, retention_rooms = TrackedEvents(main), RetentionRooms(main)
-        self.tracker = RetentionTracker(tracked, retention_rooms, self.config.bot.user_id)
-        self.observers.append(self.tracker)
+        self.tracker = RetentionTracker(tracked, retention_rooms, config.bot.user_id)
         self.backfiller = Backfiller(
-            self.gateway, tracked, retention_rooms, self.tracker.backfill_wanted
+            self.gateway, tracked, retention_rooms, self.tracker.backfill_wanted, bus=bus
         )
         archiver = None
-        if self.config.retention.archive_public_key:
+        if config.retention.archive_public_key:
             archiver = Archiver(
-                self.config.retention.archive_public_key,
+                config.retention.archive_public_key,
                 self.gateway,
                 MessageArchive(main),
                 tracked,
                 self.audit,
-                self.clock,
+                clock,
             )
         self.retention = RetentionService(
-            self.config,
+            config,
             self.gateway,
             self.effects,
             self.policy,
@@ -284,14 +303,13 @@ class Chaperone:
             self.alerts,
             archiver,
             self.backfiller,
-            clock=self.clock,
+            clock=clock,
         )
-        self.policy.listeners.append(self.retention.on_policy_changed)
         # Commands (SPEC 7): what their handlers may use, typed (bot/commands/services.py).
         services = Services(
             registry=self.registry,
-            prefix=self.config.bot.command_prefix,
-            clock=self.clock,
+            prefix=config.bot.command_prefix,
+            clock=clock,
             rooms=self.rooms,
             policy=self.policy,
             posture=self.posture,
@@ -306,10 +324,16 @@ class Chaperone:
             role_warning=self.role_warning,
         )
         self.commands = CommandService(
-            self.config, self.registry, self.gateway, self.effects, self.access, services
+            config, self.registry, self.gateway, self.effects, self.access, services
         )
+        self.observers: list[Observer] = [
+            self.posture,
+            ConsentObserver(self.consent, self.policy, self.access, self.effects, self.metrics),
+            self.verification,
+            self.tracker,
+        ]
         self.pipeline = EventPipeline(
-            self.config,
+            config,
             self.gateway,
             self.audit,
             self.sync_state,
@@ -319,18 +343,37 @@ class Chaperone:
             self.commands,
             self.observers,
             metrics=self.metrics,
-            withheld_notices=self.withheld_notices,
+            withheld_notices=WithheldNotices(),
             outbox=outbox_repo,
-            clock=self.clock,
+            clock=clock,
+            bus=bus,
         )
-        self.pipeline.effects_committed = self.outbox.wake
         self.sync_loop = SyncLoop(self.gateway, self.pipeline, self.sync_state, self.started_at)
-        self.retrier = DecryptionRetrier(self.gateway, self.pipeline, self.pending, self.clock)
-        # Admin surface: alerts from committed rows; the tracker learns what was committed.
+        self.retrier = DecryptionRetrier(self.gateway, self.pipeline, self.pending, clock)
         self.admin_alerts = AdminAlerts(self.alerts, self.metrics)
-        self.pipeline.committed_listeners.append(self.admin_alerts.on_committed)
-        self.pipeline.committed_listeners.append(self.tracker.on_committed)
-        await self.admin_alerts.join_management_room(self.config, self.gateway, self.rooms)
+
+    def _subscribe(self) -> None:
+        """Who hears what, after it was committed (bot/service/events.py), in this order."""
+        bus = self.bus
+
+        async def wake_outbox(_: EffectsQueued) -> None:
+            self.outbox.wake()
+
+        async def alert(committed: Committed) -> None:
+            await self.admin_alerts.on_committed(committed.entries)
+
+        async def track(committed: Committed) -> None:
+            await self.tracker.on_committed(committed.entries)
+
+        bus.subscribe(EffectsQueued, wake_outbox)
+        bus.subscribe(Committed, alert)
+        bus.subscribe(Committed, track)
+        bus.subscribe(PolicyChanged, self.posture.on_policy_change)
+        bus.subscribe(PolicyChanged, self.consent.on_policy_changed)
+        bus.subscribe(PolicyChanged, self.retention.on_policy_changed)
+        bus.subscribe(HistoryRecorded, self.retention.on_history_recorded)
+
+    async def _record_start(self) -> None:
         await record_audit(
             self.audit,
             [
@@ -345,31 +388,22 @@ class Chaperone:
         if self.role_warning:
             await self.alerts.send(f"WARNING: {self.role_warning}")
         await self.checkpointer.checkpoint("start")
-        self.active = True
-        self.tasks = [
-            asyncio.create_task(self.sync_loop.run(), name="sync"),
-            asyncio.create_task(self.outbox.run(), name="outbox"),
-            asyncio.create_task(self.retrier.run(), name="decryption-retry"),
-        ]
-        self.tasks.append(
-            asyncio.create_task(self.admin_alerts.watch_sync(self.sync_loop), name="sync-watch")
-        )
-        self.tasks.append(asyncio.create_task(self.leader.keep(), name="leader"))
-        self.tasks.append(asyncio.create_task(self.checkpointer.run(), name="audit-checkpoint"))
-        self.tasks.append(asyncio.create_task(self.backfiller.run(), name="backfill"))
-        self.tasks.append(asyncio.create_task(self.consent_renewal.run(), name="consent-check"))
-        self.tasks.append(asyncio.create_task(self.verification.run(), name="verification"))
-        self.tasks.append(
-            asyncio.create_task(
-                self.retention.run(self.sync_loop.first_batch_done), name="retention-sweep"
-            )
-        )
-        self.web.attach(BotParts(main, self.audit, self.audit_tools, self.sync_loop))
 
-    async def _notify_committed(self, entries: list[AuditEntry]) -> None:
-        """The pipeline's `notify_committed`, for the parts built before the pipeline (posture
-        is one of the services commands use, and the pipeline runs the commands)."""
-        await self.pipeline.notify_committed(entries)
+    def _background_tasks(self) -> list[asyncio.Task[None]]:
+        assert self.leader is not None
+        work: list[tuple[str, Coroutine[Any, Any, None]]] = [
+            ("sync", self.sync_loop.run()),
+            ("outbox", self.outbox.run()),
+            ("decryption-retry", self.retrier.run()),
+            ("sync-watch", self.admin_alerts.watch_sync(self.sync_loop)),
+            ("leader", self.leader.keep()),
+            ("audit-checkpoint", self.checkpointer.run()),
+            ("backfill", self.backfiller.run()),
+            ("consent-check", self.consent_renewal.run()),
+            ("verification", self.verification.run()),
+            ("retention-sweep", self.retention.run(self.sync_loop.first_batch_done)),
+        ]
+        return [asyncio.create_task(coro, name=name) for name, coro in work]
 
     async def _exempt_from_rate_limits(self) -> None:
         """With an admin token the bot lifts its own rate limits (SPEC 11); without one,

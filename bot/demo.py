@@ -82,8 +82,9 @@ async def run_demo(data_dir_arg: str | None) -> int:
         setup_logging("WARNING", config.secret_values())
         bot = Chaperone(config)
         bot_task = asyncio.create_task(bot.run_until_stopped(stop))
-        while not hasattr(bot, "sync_loop") and not bot_task.done():
-            await asyncio.sleep(0.05)
+        started = asyncio.create_task(bot.started.wait())
+        await asyncio.wait([started, bot_task], return_when=asyncio.FIRST_COMPLETED)
+        started.cancel()
         room_id = await _make_demo_room(synapse, passwords)
 
         print(f"""

@@ -25,8 +25,8 @@ from bot.policy.consent import (
 )
 from bot.policy.hours import day_bounds, parse_timezone
 from bot.policy.roles import Role
-from bot.policy.room_policy import RoomPolicy
 from bot.service.access import AccessService
+from bot.service.events import PolicyChanged
 from bot.service.failures import error_reference
 from bot.service.observers import BatchOutcome, Write
 from bot.service.outbox import EFFECT_EVENT_ID, EffectQueue, queued_notice
@@ -257,11 +257,11 @@ class ConsentService:
         await self.queue.persist(outcome, writes=writes, effects=[notice])
         return asking
 
-    async def on_policy_changed(
-        self, room_id: str, field: str, old: RoomPolicy, new: RoomPolicy
-    ) -> None:
+    async def on_policy_changed(self, change: PolicyChanged) -> None:
         """Consent switched on in a room: ask the patients already there."""
-        if field == "consent" and new.consent == "required" and old.consent != "required":
+        old, new = change.old, change.new
+        if change.field == "consent" and new.consent == "required" and old.consent != "required":
+            room_id = change.room_id
             await self.ask(room_id, await self.patients_in(room_id), "policy_changed")
 
     # -- commands ----------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from bot.matrix.effects import MatrixEffects
 from bot.matrix.ratelimit import RateLimited
 from bot.policy.retention import pacing_delay
 from bot.service.background import Backoff, Outage, run_forever
+from bot.service.events import EffectsQueued, EventBus
 from bot.service.failures import error_reference
 from bot.service.observers import BatchOutcome, Write
 
@@ -274,11 +275,14 @@ class EffectQueue:
     it), else stored at once in a transaction of its own; either way carried out after the
     commit by EffectsOutbox."""
 
-    def __init__(self, repo: OutboxRepo, audit: AuditLog, clock: Clock) -> None:
+    def __init__(
+        self, repo: OutboxRepo, audit: AuditLog, clock: Clock, bus: EventBus | None = None
+    ) -> None:
         self.repo = repo
         self.audit = audit
         self.clock = clock
-        self.wake: Callable[[], None] = lambda: None
+        # EffectsQueued once stored outside a batch (the outbox wakes).
+        self.bus = bus if bus is not None else EventBus()
 
     async def persist(
         self,
@@ -295,4 +299,4 @@ class EffectQueue:
         unit = UnitOfWork(self.audit, entries, writes)
         await unit.then(partial(self.repo.add, effects, self.clock.now())).commit()
         if effects:
-            self.wake()
+            await self.bus.publish(EffectsQueued())

@@ -36,6 +36,7 @@ from bot.policy.membership import membership_action
 from bot.policy.storable import storable
 from bot.service.access import AccessService
 from bot.service.commands import CommandService, refused
+from bot.service.events import Committed, EffectsQueued, EventBus
 from bot.service.failures import error_reference, is_transient
 from bot.service.observers import BatchOutcome, Observer
 from bot.service.ports import EventSource
@@ -63,6 +64,7 @@ class EventPipeline:
         *,
         outbox: OutboxRepo,
         clock: Clock,
+        bus: EventBus | None = None,
     ) -> None:
         self.config = config
         self.gateway = gateway
@@ -78,10 +80,8 @@ class EventPipeline:
         self.withheld_notices = withheld_notices
         self.outbox = outbox
         self.clock = clock
-        # Called after each commit that may have queued effects (wakes the outbox worker).
-        self.effects_committed: Callable[[], None] | None = None
-        # Told the audit rows of each committed batch (alerts, metrics); see notify_committed.
-        self.committed_listeners: list[Callable[[list[AuditEntry]], Awaitable[None]]] = []
+        # After each commit: EffectsQueued (the outbox wakes), then Committed (alerts, ...).
+        self.bus = bus if bus is not None else EventBus()
         self.bot_user_id = config.bot.user_id
         self._hmac_key = config.audit.hmac_key.encode()
 
@@ -251,18 +251,10 @@ class EventPipeline:
         await self.after_commit(outcome.entries)
 
     async def after_commit(self, entries: list[AuditEntry]) -> None:
-        """Wake the outbox for the effects just committed; tell the listeners the rows."""
-        if self.effects_committed is not None:
-            self.effects_committed()
-        await self.notify_committed(entries)
-
-    async def notify_committed(self, entries: list[AuditEntry]) -> None:
-        """Tell the listeners what was just committed; never raises (the batch is done)."""
-        for listener in self.committed_listeners:
-            try:
-                await listener(entries)
-            except Exception:
-                log.warning("Committed-rows listener failed (ref %s)", error_reference())
+        """Wake the outbox for the effects just committed; publish the rows. Never raises
+        (the batch is done; a failing handler is logged by the bus)."""
+        await self.bus.publish(EffectsQueued())
+        await self.bus.publish(Committed(entries))
 
     # -- events -----------------------------------------------------------------------------
 

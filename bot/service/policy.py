@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
@@ -12,9 +11,7 @@ from bot.db.audit import AuditEntry, AuditLog
 from bot.db.room_policy import RoomPolicyRepo
 from bot.db.unit_of_work import UnitOfWork
 from bot.policy.room_policy import RoomPolicy, parse_policy_value
-
-# (room_id, field, old policy, new policy) — e.g. retention re-plans its sweep.
-PolicyListener = Callable[[str, str, RoomPolicy, RoomPolicy], Awaitable[None]]
+from bot.service.events import EventBus, PolicyChanged
 
 
 def defaults_from(config: Config) -> RoomPolicy:
@@ -23,11 +20,18 @@ def defaults_from(config: Config) -> RoomPolicy:
 
 
 class PolicyService:
-    def __init__(self, config: Config, repo: RoomPolicyRepo, audit: AuditLog) -> None:
+    def __init__(
+        self,
+        config: Config,
+        repo: RoomPolicyRepo,
+        audit: AuditLog,
+        bus: EventBus | None = None,
+    ) -> None:
         self.config = config
         self.repo = repo
         self.audit = audit
-        self.listeners: list[PolicyListener] = []
+        # Told each change once committed (PolicyChanged): posture, consent, retention react.
+        self.bus = bus if bus is not None else EventBus()
 
     async def get(self, room_id: str) -> RoomPolicy:
         return await once_per_batch(("policy", room_id), lambda: self.repo.get(room_id))
@@ -60,6 +64,5 @@ class PolicyService:
             .then(partial(self.repo.set, room_id, field, value, actor))
             .commit()
         )
-        for listener in self.listeners:
-            await listener(room_id, field, old, new)
+        await self.bus.publish(PolicyChanged(room_id, field, old, new))
         return new

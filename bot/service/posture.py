@@ -37,6 +37,7 @@ from bot.policy.posture import (
 from bot.policy.roles import Role, role_of
 from bot.policy.room_policy import RoomPolicy
 from bot.service.access import AccessService
+from bot.service.events import Committed, EventBus, PolicyChanged
 from bot.service.failures import error_reference
 from bot.service.observers import BatchOutcome, Observer
 from bot.service.policy import PolicyService
@@ -46,9 +47,6 @@ log = logging.getLogger("chaperone.posture")
 
 # A v12 creator's level, for the role rule: above any `roles.staff_power_level`.
 CREATOR_LEVEL = 10**9
-
-# Told what was committed outside a sync batch (fixes, policy changes): alerts and metrics.
-Notify = Callable[[list[AuditEntry]], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -70,8 +68,10 @@ class PostureService(Observer):
         policy: PolicyService,
         repo: PostureRepo,
         rooms: RoomsRepo,
-        notify: Notify,
+        bus: EventBus,
         access: AccessService,
+        *,
+        creations_settled: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.config = config
         self.access = access
@@ -81,11 +81,12 @@ class PostureService(Observer):
         self.policy = policy
         self.repo = repo
         self.rooms = rooms
-        self.notify = notify
+        # Told what is committed outside a sync batch (fixes, policy changes): Committed.
+        self.bus = bus
         self.bot_user_id = config.bot.user_id
         self.allowed_servers = config.roles.allowed_servers
-        # Set by the app to RoomCreator.settled: a room the bot is creating is judged whole.
-        self.creations_settled: Callable[[], Awaitable[None]] = _nothing
+        # RoomCreator.settled: a room the bot is creating is judged once it is whole.
+        self.creations_settled = creations_settled or _nothing
 
     # -- checking ---------------------------------------------------------------------------
 
@@ -233,10 +234,11 @@ class PostureService(Observer):
         if new:
             outcome.entries.append(_drift_entry(room_id, actor, event_id, new, codes))
 
-    async def on_policy_change(self, room_id: str, field: str, old: Any, new: Any) -> None:
+    async def on_policy_change(self, change: PolicyChanged) -> None:
         """`require_encryption` changed: the room may have drifted without any state event."""
-        if field != "require_encryption":
+        if change.field != "require_encryption":
             return
+        room_id = change.room_id
         stored = await self.repo.get(room_id)
         result = await self._full_check(room_id, None if stored is None else frozenset(stored))
         if result is None:
@@ -247,7 +249,7 @@ class PostureService(Observer):
             UnitOfWork(self.audit, entries).then(partial(self.repo.save, room_id, codes)).commit()
         )
         if entries:
-            await self.notify(entries)
+            await self.bus.publish(Committed(entries))
 
     # -- fixing -----------------------------------------------------------------------------
 
@@ -293,7 +295,7 @@ class PostureService(Observer):
             )
         if entries:
             await record_audit(self.audit, entries)
-            await self.notify(entries)
+            await self.bus.publish(Committed(entries))
         return _fix_lines(room_id, fixed, dry, not_fixed)
 
 

@@ -39,6 +39,7 @@ from bot.policy.room_policy import RoomPolicy
 from bot.service.alerts import FORBIDDEN, RATE_LIMITED, Alerts, removal_problem_text
 from bot.service.archive import Archiver
 from bot.service.background import Backoff, Outage
+from bot.service.events import HistoryRecorded, PolicyChanged
 from bot.service.failures import error_reference
 from bot.service.policy import PolicyService
 from bot.service.retention_notices import RoomNotices, sweep_report
@@ -141,7 +142,6 @@ class RetentionService:
         self.notices = RoomNotices(
             config, gateway, effects, rooms_state, policy, archived=archiver is not None
         )
-        backfiller.after = self.room_ready
         self.requests: asyncio.Queue[SweepRequest] = asyncio.Queue()
         self.progress: RoomSweep | None = None
         self.last: str | None = None
@@ -152,13 +152,12 @@ class RetentionService:
 
     # -- reacting to policy changes -------------------------------------------------------
 
-    async def on_policy_changed(
-        self, room_id: str, field: str, old: RoomPolicy, new: RoomPolicy
-    ) -> None:
-        """PolicyService listener: a retention change back-fills history, after which
-        `room_ready` publishes the state and tells the room (once: announcing here as well
+    async def on_policy_changed(self, change: PolicyChanged) -> None:
+        """A retention change back-fills history, after which `room_ready` (on
+        HistoryRecorded) publishes the state and tells the room (once: announcing here as well
         posted the notice twice whenever the two raced); a legal hold is published at once.
         A running sweep re-reads the policy before each removal, so it needs no signal."""
+        room_id, field = change.room_id, change.field
         if field not in ("retention", "legal_hold"):
             return
         if not await self.rooms.is_managed(room_id):
@@ -168,6 +167,9 @@ class RetentionService:
             self.backfiller.wake.set()
             return
         await self.notices.publish(room_id)
+
+    async def on_history_recorded(self, recorded: HistoryRecorded) -> None:
+        await self.room_ready(recorded.room_id)
 
     async def room_ready(self, room_id: str) -> None:
         """After a room's history was recorded (the bot joined, or its retention changed):

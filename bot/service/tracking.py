@@ -20,6 +20,7 @@ from bot.matrix.ratelimit import retry_rate_limited
 from bot.policy.retention import TrackedEvent, is_retention_reason, pacing_delay
 from bot.policy.storable import storable_text
 from bot.service.background import Backoff, Outage, run_forever
+from bot.service.events import EventBus, HistoryRecorded
 from bot.service.observers import BatchOutcome, Observer
 
 log = logging.getLogger("chaperone.retention.tracking")
@@ -172,6 +173,7 @@ class Backfiller:
         *,
         poll_seconds: float = 2.0,
         backoff: Backoff | None = None,
+        bus: EventBus | None = None,
     ) -> None:
         self.gateway = gateway
         self.tracked = tracked
@@ -181,8 +183,8 @@ class Backfiller:
         self.done_rooms = 0
         self.outage = Outage(log, "Back-fill", backoff)
         self._lock = asyncio.Lock()
-        # Called with the room ID after its history was recorded (set by the sweeper).
-        self.after: Callable[[str], Awaitable[None]] | None = None
+        # HistoryRecorded after each room (the sweeper publishes its retention state).
+        self.bus = bus if bus is not None else EventBus()
 
     async def run(self) -> None:
         """Back-fill what was asked for, on wake-up or every `poll_seconds`; while it fails
@@ -212,7 +214,6 @@ class Backfiller:
             token = following
         await self.rooms_state.backfill_done(room_id)
         self.done_rooms += 1
-        if self.after is not None:
-            await self.after(room_id)
+        await self.bus.publish(HistoryRecorded(room_id))
         log.info("Recorded the metadata of %d earlier events in %s", seen, room_id)
         return seen

@@ -45,6 +45,7 @@ from bot.service.commands import CommandService
 from bot.service.consent import ConsentService
 from bot.service.consent_enforcement import ConsentObserver
 from bot.service.consent_grants import ConsentGrants
+from bot.service.events import PolicyChanged
 from bot.service.observers import Observer
 from bot.service.outbox import EffectQueue, EffectsOutbox
 from bot.service.pipeline import EventPipeline
@@ -213,7 +214,7 @@ def build(
         ConsentObserver(consent, policy, access, matrix_effects, metrics),
         *observers,
     ]
-    policy.listeners.append(consent.on_policy_changed)
+    policy.bus.subscribe(PolicyChanged, consent.on_policy_changed)
     registry = CommandRegistry(builtin_specs())
     for spec in (
         *consent_commands.specs(),
