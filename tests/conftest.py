@@ -41,18 +41,55 @@ def _with_database(url: str, name: str) -> str:
     return str(parsed.with_path("/" + name).with_query(parsed.query))
 
 
-@pytest.fixture
-async def db_url(pg_server_url: str) -> AsyncIterator[str]:
-    """A brand-new, empty database for one test; dropped afterwards."""
+async def _fresh_database(server_url: str, template: str = "template1") -> str:
     name = "chaperone_test_" + uuid.uuid4().hex[:12]
-    admin = await asyncpg.connect(pg_server_url)
+    admin = await asyncpg.connect(server_url)
     try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}" STRATEGY FILE_COPY')
     finally:
         await admin.close()
-    yield _with_database(pg_server_url, name)
-    admin = await asyncpg.connect(pg_server_url)
+    return name
+
+
+async def _drop_database(server_url: str, name: str) -> None:
+    admin = await asyncpg.connect(server_url)
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await admin.close()
+
+
+@pytest.fixture
+async def empty_db_url(pg_server_url: str) -> AsyncIterator[str]:
+    """A brand-new, empty database for one test; dropped afterwards."""
+    name = await _fresh_database(pg_server_url)
+    yield _with_database(pg_server_url, name)
+    await _drop_database(pg_server_url, name)
+
+
+@pytest.fixture
+def db_url(empty_db_url: str) -> str:
+    """The test's database: empty here (the bot migrates it); tests/db overrides it with a
+    migrated copy."""
+    return empty_db_url
+
+
+@pytest.fixture(scope="session")
+async def migrated_template(pg_server_url: str) -> AsyncIterator[str]:
+    """A database every migration has run on, once per session, to copy for each test."""
+    from bot.db.database import open_databases
+
+    name = await _fresh_database(pg_server_url)
+    databases = await open_databases(_with_database(pg_server_url, name))
+    await databases.close()
+    yield name
+    await _drop_database(pg_server_url, name)
+
+
+@pytest.fixture
+async def migrated_db_url(pg_server_url: str, migrated_template: str) -> AsyncIterator[str]:
+    """A fresh database already migrated (a copy of the template: a tenth of the time of
+    running the migrations); dropped afterwards. Migration tests use `db_url`."""
+    name = await _fresh_database(pg_server_url, migrated_template)
+    yield _with_database(pg_server_url, name)
+    await _drop_database(pg_server_url, name)

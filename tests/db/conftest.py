@@ -15,6 +15,12 @@ TEST_HMAC_KEY = "test-audit-hmac-key-0123456789"
 
 
 @pytest.fixture
+def db_url(migrated_db_url: str) -> str:
+    """Repository tests start from a migrated database (migration tests ask for an empty one)."""
+    return migrated_db_url
+
+
+@pytest.fixture
 async def dbs(db_url: str) -> AsyncIterator[Databases]:
     databases = await open_databases(db_url)
     yield databases

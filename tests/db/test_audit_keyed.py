@@ -239,8 +239,8 @@ async def test_rewritten_prefix_under_a_checkpoint_is_a_checkpoint_mismatch(
     assert result.truncated_after_seq is None
 
 
-async def test_runtime_role_cannot_change_history(db_url: str) -> None:
-    async with split_roles(db_url) as roles:
+async def test_runtime_role_cannot_change_history(empty_db_url: str) -> None:
+    async with split_roles(empty_db_url) as roles:
         dbs = await open_databases(roles.app_url, owner_url=roles.owner_url)
         try:
             audit = AuditLog(dbs.main, TEST_HMAC_KEY)

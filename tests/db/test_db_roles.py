@@ -20,6 +20,12 @@ from tests.db.conftest import TEST_HMAC_KEY
 from tests.db.roles import split_roles
 
 
+@pytest.fixture
+def db_url(empty_db_url: str) -> str:
+    """An empty database: the owner role must create the tables itself."""
+    return empty_db_url
+
+
 async def test_embedded_postgres_sets_up_both_roles(tmp_path: Path) -> None:
     pg = EmbeddedPostgres(tmp_path / "data")
     url = await pg.astart()

@@ -18,6 +18,12 @@ from tests.db.conftest import TEST_HMAC_KEY
 OUR_TABLES = {"audit_log", "sync_state", "pending_decryption", "rooms", "staff", "bot_identity"}
 
 
+@pytest.fixture
+def db_url(empty_db_url: str) -> str:
+    """An empty database: the migrations themselves are under test."""
+    return empty_db_url
+
+
 async def schema_snapshot(url: str) -> dict[str, Any]:
     conn = await asyncpg.connect(url)
     try:
