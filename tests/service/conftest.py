@@ -7,10 +7,10 @@ import pytest
 from mautrix.util.async_db import Database
 
 from bot.db.audit import AuditLog
-from tests.db.conftest import audit, db, dbs
+from tests.db.conftest import audit, db, db_url, dbs
 from tests.service.builder import ServiceBot, build
 
-__all__ = ["audit", "db", "dbs"]  # the fixtures, shared with tests/db
+__all__ = ["audit", "db", "db_url", "dbs"]  # the fixtures, shared with tests/db
 
 
 @pytest.fixture
