@@ -180,3 +180,19 @@ async def test_a_decryption_failure_is_announced_in_the_management_room(
             management, sender=bot_env.bot_user, predicate=lambda e: event_id in e.content.body
         )
         assert "m.unverified" in alert.content.body and "you may not" not in alert.content.body
+
+
+async def test_the_management_room_is_told_when_the_bots_role_could_rewrite_history(
+    bot_env: BotEnv, e2ee_user: MakeE2EEUser
+) -> None:
+    """The test database's role is a superuser: it could disable the audit triggers. The
+    admins hear it at start, in the management room, with what to do."""
+    async with bot_with_management_room(bot_env, e2ee_user) as (_, admin, management):
+        warning = await admin.wait_for_message(
+            management,
+            sender=bot_env.bot_user,
+            predicate=lambda e: "WARNING: the bot's database role" in (e.content.body or ""),
+        )
+        body = str(warning.content.body)
+        assert "is a superuser" in body and "rewrite history" in body
+        assert "database.owner_url" in body
