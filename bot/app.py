@@ -215,7 +215,7 @@ class Chaperone:
         self.policy = PolicyService(
             config, RoomPolicyRepo(main, defaults_from(config)), self.audit, bus
         )
-        # Effects exactly once (SPEC 11): queued with the batch, carried out after the commit.
+        # Effects exactly once: queued with the batch, carried out after the commit.
         outbox_repo = OutboxRepo(main)
         self.effect_queue = EffectQueue(outbox_repo, self.audit, clock, bus)
         self.outbox = EffectsOutbox(outbox_repo, self.effects, self.audit, clock, self.alerts.send)
@@ -232,7 +232,7 @@ class Chaperone:
             self.access,
             creations_settled=self.room_creator.settled,
         )
-        # Consent (SPEC 3): the flow, enforcement in the room, renewal and expiry checks.
+        # Consent: the flow, enforcement in the room, renewal and expiry checks.
         self.consent = ConsentService(
             config,
             ConsentRepo(main),
@@ -253,7 +253,7 @@ class Chaperone:
         self.staff_admin = StaffService(
             config, self.staff, self.rooms, self.gateway, self.effects, self.audit
         )
-        # Interactive verification (SPEC 7): to-device events from mautrix, in-room ones as an
+        # Interactive verification: to-device events from mautrix, in-room ones as an
         # observer; the operator confirms on the console (chaperone verify).
         self.verification = VerificationService(
             config,
@@ -274,7 +274,7 @@ class Chaperone:
             else None,
         )
         self.audit_tools = AuditTools(self.audit, self.effects, self.checkpointer.known)
-        # Retention: event metadata, back-fill, archive, the sweeper (SPEC 4).
+        # Retention: event metadata, back-fill, archive, the sweeper.
         tracked, retention_rooms = TrackedEvents(main), RetentionRooms(main)
         self.tracker = RetentionTracker(tracked, retention_rooms, config.bot.user_id)
         self.backfiller = Backfiller(
@@ -305,7 +305,7 @@ class Chaperone:
             self.backfiller,
             clock=clock,
         )
-        # Commands (SPEC 7): what their handlers may use, typed (bot/commands/services.py).
+        # Commands: what their handlers may use, typed (bot/commands/services.py).
         services = Services(
             registry=self.registry,
             prefix=config.bot.command_prefix,
@@ -406,7 +406,7 @@ class Chaperone:
         return [asyncio.create_task(coro, name=name) for name, coro in work]
 
     async def _exempt_from_rate_limits(self) -> None:
-        """With an admin token the bot lifts its own rate limits (SPEC 11); without one,
+        """With an admin token the bot lifts its own rate limits; without one,
         `status` says when effects are paced by 429s."""
         if not self.config.homeserver.admin_token:
             return
@@ -422,7 +422,7 @@ class Chaperone:
             log.info("Exempted the bot's account from the homeserver's rate limits")
 
     async def _until_up(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
-        """Retry with backoff while `what` is unreachable at start (SPEC 11); /ready says why."""
+        """Retry with backoff while `what` is unreachable at start; /ready says why."""
         failures = 0
         while True:
             try:

@@ -1,4 +1,4 @@
-"""HTTP endpoints (SPEC 9): /health, /ready, /metrics, and the audit API behind a bearer token.
+"""HTTP endpoints: /health, /ready, /metrics, and the audit API behind a bearer token.
 
 The server starts before the bot has its database (a warm standby answers /health and says
 why it is not ready); `attach()` hands it the running parts once the bot is active.

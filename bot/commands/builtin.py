@@ -27,7 +27,7 @@ async def status_command(ctx: CommandContext, args: NoArgs) -> Reply:
     services = ctx.services
     lines = await services.status.status_lines()
     title = "Status:"
-    # Set by the app when the bot's database role could rewrite the audit history (SPEC 5).
+    # Set by the app when the bot's database role could rewrite the audit history.
     if services.role_warning:
         lines = [f"⚠️ WARNING: {services.role_warning}", *lines]
     reply = fmt.listing([title, *lines])

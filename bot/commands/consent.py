@@ -1,4 +1,4 @@
-"""`consent`, `consent agree`, `consent revoke`, `consent list`, `consent record` (SPEC 3.2)."""
+"""`consent`, `consent agree`, `consent revoke`, `consent list`, `consent record`."""
 
 from __future__ import annotations
 

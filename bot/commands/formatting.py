@@ -1,4 +1,4 @@
-"""HTML for replies Element renders (SPEC 7): lists, small tables, bold for what needs action,
+"""HTML for replies Element renders: lists, small tables, bold for what needs action,
 pills for users. Every piece of text is escaped here; callers pass plain text, never HTML."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`policy` (staff) and `policy set <field> <value>` (admin), SPEC 2 and 7."""
+"""`policy` (staff) shows a room's policy; `policy set <field> <value>` (admin) changes it."""
 
 from __future__ import annotations
 

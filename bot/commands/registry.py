@@ -26,7 +26,7 @@ class CommandUsageError(ValueError):
     """Bad arguments; the message is the one-line error shown to the user.
 
     It names the argument and the expected form and never repeats what the user typed: the
-    reply goes to the room the text came from, and that text may be anything (SPEC 3.3).
+    reply goes to the room the text came from, and that text may be anything.
     """
 
 

@@ -1,4 +1,4 @@
-"""Retention commands: `hold on|off`, `retention sweep`, `retention preview` (SPEC 7)."""
+"""Retention commands: `hold on|off`, `retention sweep`, `retention preview`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`room new @patient [@staff..] [name=".."]` (staff): a room born compliant (SPEC 6)."""
+"""`room new @patient [@staff..] [name=".."]` (staff): a room born compliant."""
 
 from __future__ import annotations
 

@@ -46,4 +46,4 @@ class Services:
     verification: VerificationService
     status: StatusSource
     role_warning: str | None
-    """Set when the bot's database role could rewrite the audit history (SPEC 5)."""
+    """Set when the bot's database role could rewrite the audit history."""

@@ -1,4 +1,4 @@
-"""`verify @user [device=ID]` (admin): the bot asks someone to verify with it (SPEC 7)."""
+"""`verify @user [device=ID]` (admin): the bot asks someone to verify with it."""
 
 from __future__ import annotations
 

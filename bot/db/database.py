@@ -66,7 +66,7 @@ def _db_args(role: str, max_size: int) -> dict[str, Any]:
         "max_size": max_size,
         "server_settings": settings,
         # mautrix's default calls sys.exit(26) on an asyncpg InternalClientError, which a
-        # Postgres outage can provoke; SPEC 11 wants retries with backoff instead.
+        # Postgres outage can provoke; the bot retries with backoff instead of exiting.
         "meow_exit_on_ice": False,
     }
 

@@ -1,4 +1,4 @@
-"""One active instance per database: a session-level Postgres advisory lock (SPEC 11).
+"""One active instance per database: a session-level Postgres advisory lock.
 
 A second instance started against the same database waits here as a warm standby (migrations
 done, nothing else) and takes over as soon as the active one's session ends — including when

@@ -1,5 +1,5 @@
 """The effects outbox (`outbox`): what to do in Matrix because of an event, stored with the
-event's audit rows and carried out after the commit (SPEC 11)."""
+event's audit rows and carried out after the commit."""
 
 from __future__ import annotations
 

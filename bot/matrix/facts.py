@@ -25,7 +25,7 @@ def trust_name(state: TrustState | None) -> str:
 
 @dataclass(frozen=True)
 class MessageFact:
-    """A message-like event (SPEC 3.3): the consent rules judge who sent it and when."""
+    """A message-like event: the consent rules judge who sent it and when."""
 
     room_id: str
     event_id: str
@@ -69,8 +69,8 @@ class RedactionFact:
 
 Fact = MessageFact | MembershipFact | PowerLevelsFact | RedactionFact
 
-# What people send to each other (SPEC 3.3): messages of any msgtype (files and images
-# included), stickers, poll starts (stable and unstable names).
+# What people send to each other, which the consent rules judge: messages of any msgtype
+# (files and images included), stickers, poll starts (stable and unstable names).
 MESSAGE_LIKE_TYPES = frozenset(
     {"m.room.message", "m.sticker", "m.poll.start", "org.matrix.msc3381.poll.start"}
 )

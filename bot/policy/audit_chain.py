@@ -1,6 +1,6 @@
 """The audit log's hash chain: canonical row content, row hashes, chain verification, HMACs.
 
-Rows are chained with HMAC-SHA256 under a key derived from `audit.hmac_key` (SPEC 5), so whoever
+Rows are chained with HMAC-SHA256 under a key derived from `audit.hmac_key`, so whoever
 can write the table but lacks the key cannot recompute the chain. Rows written before the chain
 was keyed (seq < `keyed_from_seq`) carry plain SHA-256 hashes and are checked as such.
 

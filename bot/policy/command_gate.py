@@ -1,4 +1,5 @@
-"""Whether a command may run: the gate of SPEC 7, as a pure decision."""
+"""Whether a command may run (sent encrypted where the room is, by a role that may run it, from
+a trusted enough device for admin commands), as a pure decision."""
 
 from __future__ import annotations
 

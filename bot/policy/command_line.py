@@ -1,4 +1,4 @@
-"""Splitting a command message into words and key=value options, in linear time (SPEC 11)."""
+"""Splitting a command message into words and key=value options, in linear time."""
 
 from __future__ import annotations
 

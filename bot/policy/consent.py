@@ -1,4 +1,4 @@
-"""Consent decisions (SPEC 3): validity, contact windows and frequency, violations, notices.
+"""Consent decisions: validity, contact windows and frequency, violations, notices.
 
 Plain values in, decisions out; `now` and message times are passed in.
 """
@@ -15,7 +15,8 @@ from zoneinfo import ZoneInfo
 
 from bot.policy.hours import Hours, is_within, off_hours_start, parse_hours, parse_timezone
 
-# Violation kinds (SPEC 3.3), the vocabulary of audit details and metric labels.
+# Violation kinds (no valid consent, outside contact hours, over the daily limit), the
+# vocabulary of audit details and metric labels.
 PATIENT_WITHOUT_CONSENT = "patient_without_consent"
 STAFF_WITHOUT_CONSENT = "staff_without_patient_consent"
 OUTSIDE_HOURS = "outside_contact_hours"
@@ -138,7 +139,7 @@ class Violation:
 def patient_message_violation(
     *, consent_required: bool, sender: str, state: Validity
 ) -> Violation | None:
-    """SPEC 3.3: a patient without valid consent writes in a `consent: required` room."""
+    """The violation when a patient without valid consent writes in a `consent: required` room."""
     if consent_required and state is not Validity.VALID:
         return Violation(PATIENT_WITHOUT_CONSENT, (sender,))
     return None
@@ -151,7 +152,8 @@ def staff_message_violations(
     at: datetime,
     terms_version: str,
 ) -> list[Violation]:
-    """SPEC 3.3 for a staff message at `at`: one Violation per kind, naming the patients.
+    """What a staff message at `at` violates, per patient: no valid consent, outside their contact
+    hours, or over their daily limit. One Violation per kind, naming the patients.
 
     With `consent: off` the room is used without consent rules, so nothing is a violation.
     """
@@ -187,7 +189,7 @@ def notice_due(last_sent: datetime | None, now: datetime) -> bool:
     return last_sent is None or now - last_sent >= NOTICE_INTERVAL
 
 
-# -- after hours (SPEC 3.4) -------------------------------------------------------------------
+# -- after hours: a notice when a patient writes outside their contact hours ------------------
 
 
 def contact_hours(

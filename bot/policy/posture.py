@@ -1,4 +1,4 @@
-"""Room posture (SPEC 6): what a clinic room's settings must be, as pure checks over plain state.
+"""Room posture: what a clinic room's settings must be, as pure checks over plain state.
 
 Each finding carries the state event that fixes it; whether the bot may send that event is
 decided from the room's power levels (`plan_fixes`).

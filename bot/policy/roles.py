@@ -35,7 +35,7 @@ def role_of(
 
     Room power counts only when `staff_power_level` is set: Element's direct chats give the
     invitee power 100 (room version <= 11) or make them a creator (version 12), so a patient
-    would otherwise be staff in every DM a therapist opens (SPEC 1).
+    would otherwise be staff in every DM a therapist opens.
     """
     if user_id in admins:
         return Role.ADMIN

@@ -1,4 +1,4 @@
-"""Rooms born compliant (SPEC 6, `room new`): the creation request for a room that passes every
+"""Rooms born compliant (`room new`): the creation request for a room that passes every
 posture check from its first event, decided over plain values."""
 
 from __future__ import annotations

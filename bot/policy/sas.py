@@ -1,4 +1,4 @@
-"""SAS interactive verification (`m.sas.v1`) as a pure state machine (SPEC 7).
+"""SAS interactive verification (`m.sas.v1`) as a pure state machine.
 
 One `SasFlow` per transaction; `SasFlows` routes what arrives, bounds how many flows are open,
 and expires them. Nothing here does I/O: the elliptic-curve and MAC work is a `SasCrypto` the

@@ -1,4 +1,4 @@
-"""Which `m.room_key.withheld` notices count (SPEC 11).
+"""Which `m.room_key.withheld` notices count.
 
 A withheld notice is an ordinary to-device event: anyone can send one naming any megolm
 session. It counts only when it comes from the user who sent the encrypted event (the

@@ -1,5 +1,5 @@
 """Role resolution: config lists and stored staff; room power only when
-`roles.staff_power_level` is set (SPEC 1)."""
+`roles.staff_power_level` is set."""
 
 from __future__ import annotations
 

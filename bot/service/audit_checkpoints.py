@@ -1,4 +1,4 @@
-"""Audit checkpoints (SPEC 5): the chain's head published outside the database.
+"""Audit checkpoints: the chain's head published outside the database.
 
 At least every `audit.checkpoint_interval` while the head moved, at start and at stop, the bot
 appends an `audit.checkpoint` row and publishes that row's seq and hash: one JSON line appended

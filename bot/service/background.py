@@ -1,4 +1,4 @@
-"""Background loops that survive outages without drowning the operator (SPEC 11).
+"""Background loops that survive outages without drowning the operator.
 
 Every periodic task of the bot (the decryption retrier, back-fill, the retention sweeper,
 consent renewal, ...) runs through `run_forever`: on failure it backs off exponentially (capped)

@@ -1,4 +1,4 @@
-"""Command handling: parse, gate, run, reply, audit (SPEC 7)."""
+"""Command handling: parse, gate, run, reply, audit."""
 
 from __future__ import annotations
 
@@ -71,8 +71,8 @@ class CommandService:
         """Run the command in `fact`; reply in the room; return its audit rows.
 
         None when `fact` is not a valid command (not one at all, unreadable, unknown, or with
-        arguments that do not parse): the caller then judges it like any other message
-        (SPEC 3.3). The one-line error reply never repeats the text. A command refused by the
+        arguments that do not parse): the caller then judges it by the consent rules like any
+        other message. The one-line error reply never repeats the text. A command refused by the
         gate is still a command: it returns its `command.denied` row.
         """
         text = strip_prefix(fact.body, self.prefix) if self.is_command(fact) else None
@@ -171,7 +171,7 @@ class CommandService:
 
     async def _target_room(self, fact: MessageFact, room: str | None) -> str:
         """The room a command is about: where it was sent, or the `room=!id` an admin names in
-        the management room (SPEC 7); CommandUsageError otherwise."""
+        the management room; CommandUsageError otherwise."""
         if room is None:
             return fact.room_id
         management = self.config.bot.management_room

@@ -1,4 +1,4 @@
-"""The consent flow (SPEC 3.1, 3.2): who needs to agree, the terms posted and recorded, show and
+"""The consent flow: who needs to agree, the terms posted and recorded, show and
 list, notices not repeated, per-day counts. Recording is in `consent_grants`, enforcement in
 `consent_enforcement`, renewal and expiry in `consent_renewal`."""
 

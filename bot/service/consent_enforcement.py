@@ -1,5 +1,6 @@
-"""Consent in the room, as a pipeline observer: terms when patients arrive, the violations of
-SPEC 3.3 enforced by the room's mode, and the after-hours notice of SPEC 3.4."""
+"""Consent in the room, as a pipeline observer: terms when patients arrive, violations
+(no valid consent, outside contact hours, over the daily limit) enforced by the room's mode,
+and the notice to a patient who writes outside their contact hours."""
 
 from __future__ import annotations
 
@@ -161,7 +162,7 @@ class ConsentObserver(Observer):
         violations: list[Violation],
         outcome: BatchOutcome,
     ) -> bool:
-        """Redact / tell / audit by the room's mode (SPEC 3.3); True if the message is gone."""
+        """Redact / tell / audit by the room's mode; True if the message is gone."""
         mode = enforcement_for(policy.enforcement)
         kind = violations[0].kind
         patients = sorted({p for v in violations for p in v.patients})

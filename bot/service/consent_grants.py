@@ -1,4 +1,4 @@
-"""Recording consent (SPEC 3.2): a patient agreeing in the room, staff recording a signed
+"""Recording consent: a patient agreeing in the room, staff recording a signed
 form, a patient withdrawing. Each record is stored together with its audit row."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Consent renewal and expiry (SPEC 3.2): a periodic check that asks patients again before
+"""Consent renewal and expiry: a periodic check that asks patients again before
 their consent lapses (or when the terms changed) and records `consent.expired`."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Late keys: encrypted events that arrived before their megolm key wait in Postgres (still
-encrypted) until the key comes, is requested, or the wait runs out (SPEC 11)."""
+encrypted) until the key comes, is requested, or the wait runs out."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Effects exactly once (SPEC 11): a flow decides a redaction or a notice while handling an
+"""Effects exactly once: a flow decides a redaction or a notice while handling an
 event and queues it in the batch's outcome; the pipeline stores it in the same transaction as
 the event's audit rows; after the commit this worker carries it out, room by room, off the
 sync path.
@@ -65,7 +65,7 @@ def queued_notice(
 ) -> QueuedEffect:
     payload: dict[str, Any] = {"text": text, "mentions": list(mentions)}
     if html is not None:
-        payload["html"] = html  # the formatted_body Element renders (SPEC 7)
+        payload["html"] = html  # the formatted_body Element renders
     return QueuedEffect(
         room_id=room_id,
         txn_id=txn_id_for(f"notice:{room_id}:{cause}"),

@@ -1,5 +1,5 @@
 """The event pipeline: sync batch → facts → decisions → effects → audit, committed with the
-sync position so that no event is lost and none is audited twice (SPEC 11)."""
+sync position so that no event is lost and none is audited twice."""
 
 from __future__ import annotations
 
@@ -389,7 +389,7 @@ class EventPipeline:
                 if not refused(entries):
                     return
             # Not a valid command, or one its sender may not run (its arguments could be
-            # free text to the room): judged like any other message (SPEC 3.3).
+            # free text to the room): judged by the consent rules like any other message.
         for observer in self.observers:
             await observer.on_message(fact, outcome)
 

@@ -1,4 +1,4 @@
-"""Room posture (SPEC 6): checked when the bot joins a room and on every relevant state change;
+"""Room posture: checked when the bot joins a room and on every relevant state change;
 drift is audited and announced; `posture` reports and `posture fix` repairs what it may.
 
 Also flags members who join from outside `roles.allowed_servers` (`disclosure.external_member`).
@@ -104,7 +104,7 @@ class PostureService(Observer):
         return state, findings
 
     async def _patients_with_power(self, state: RoomState) -> dict[str, int | None]:
-        """Members holding power over the room who are patients by SPEC 1's rule (not admins,
+        """Members holding power over the room who are patients (not admins,
         not staff; with `roles.staff_power_level` set, enough power makes one staff)."""
         roles = self.config.roles
         patients: dict[str, int | None] = {}

@@ -1,4 +1,4 @@
-"""The retention sweeper (SPEC 4): archive, then remove, each message older than its room's
+"""The retention sweeper: archive, then remove, each message older than its room's
 retention; paced by the homeserver's 429s; resumable; never under a legal hold.
 
 This module decides per room and per sweep (policy, hold, cutoff, power, announcement) and
@@ -357,7 +357,7 @@ class RetentionService:
 
     async def _alert_held_up(self, results: list[RoomSweep]) -> None:
         """Tell the management room what held removals up, naming the real cause: paced by
-        429s (once until a sweep runs without them, SPEC 11) or refused (every sweep with
+        429s (once until a sweep runs without them) or refused (every sweep with
         new refusals: that needs someone to act)."""
         paced_rooms = [r.room_id for r in results if r.waits]
         if paced_rooms and not self.rate_limit_told:

@@ -1,4 +1,4 @@
-"""`room new` (SPEC 6): the bot creates a room that passes every posture check, invites the
+"""`room new`: the bot creates a room that passes every posture check, invites the
 patient and staff, and records `room.created`. The terms follow when the patient joins (the
 consent flow), the room policy is the configured defaults until someone sets it."""
 

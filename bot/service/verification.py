@@ -1,4 +1,4 @@
-"""Interactive verification (SPEC 7): message in → route → decide (pure) → send, store, audit.
+"""Interactive verification: message in → route → decide (pure) → send, store, audit.
 
 Verification messages reach one queue (to-device from mautrix's dispatcher, in-room from the
 event pipeline as an observer) and one task handles them in order, so the sync never waits on a

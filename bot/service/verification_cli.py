@@ -1,4 +1,4 @@
-"""`chaperone verify --list | --confirm ID | --cancel ID`: the operator's side of SAS (SPEC 7).
+"""`chaperone verify --list | --confirm ID | --cancel ID`: the operator's side of SAS.
 
 Run beside the bot against the same database; the running bot sees the decision within a
 second and sends its MAC (or the cancel). The console is the out-of-band channel: the emoji are

@@ -1,4 +1,4 @@
-"""Telling a room that a sender's app withholds keys from the bot (SPEC 11), at most once per
+"""Telling a room that a sender's app withholds keys from the bot, at most once per
 sender device per day."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Background loops under a real Postgres outage: the server is stopped under the running loops
 and started again. Each loop logs one warning for the outage and one line when it recovers, and
-retries less and less often meanwhile (SPEC 11: fail gently, without drowning the operator)."""
+retries less and less often meanwhile (fail gently, without drowning the operator)."""
 
 from __future__ import annotations
 

@@ -229,7 +229,7 @@ def test_the_bot_gets_every_secret_its_config_needs(compose: dict[str, Any]) -> 
     env = compose["services"]["chaperone"]["environment"]
     for key in (
         "database.url",
-        "database.owner_url",  # SPEC 5: migrations as the owner, the bot as the runtime role
+        "database.owner_url",  # migrations as the owner, the bot as the runtime role
         "bot.password",
         "encryption.pickle_key",
         "audit.hmac_key",

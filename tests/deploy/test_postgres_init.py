@@ -1,6 +1,6 @@
 """docker/postgres/init-databases.sh on a real, empty Postgres (as the postgres image runs it),
 then the bot's migrations through the two roles it made: the runtime role must not be able to
-change history (SPEC 5), and Synapse gets its own database with C collation."""
+change history, and Synapse gets its own database with C collation."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Commands at the edges of the consent rules (SPEC 3.3, issue 9 item 4a): a message that only
+"""Commands at the edges of the consent rules (issue 9 item 4a): a message that only
 starts like a command is judged like any message, and the bot's error reply never repeats it;
 a valid command is never a violation. Real Synapse, real Postgres, real E2EE clients."""
 

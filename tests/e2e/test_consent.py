@@ -1,4 +1,4 @@
-"""Consent end to end (SPEC 3): real Synapse, real Postgres, real E2EE clients."""
+"""Consent end to end: real Synapse, real Postgres, real E2EE clients."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Direct chats as Element makes them (SPEC 1, 6): the `trusted_private_chat` preset gives the
+"""Direct chats as Element makes them: the `trusted_private_chat` preset gives the
 invitee power 100 (room version 10) or makes them an additional creator (version 12). The
 invitee is still a patient: terms posted, messages judged, staff commands refused, and the power
 they hold reported as the posture finding `patient_power`."""

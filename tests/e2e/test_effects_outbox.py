@@ -1,4 +1,4 @@
-"""Effects exactly once (SPEC 11), against a Synapse with its default rate limits and the bot
+"""Effects exactly once, against a Synapse with its default rate limits and the bot
 not exempt: every violation is redacted in the end however often the homeserver says 429, a
 flooded room does not hold up another room's audit, and a SIGKILL between the commit and
 the effect neither loses nor repeats one."""

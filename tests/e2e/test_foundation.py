@@ -136,7 +136,7 @@ async def test_help_lists_only_callers_commands_and_unknown_gets_one_line_error(
         room_id, sender=bot_env.bot_user, predicate=lambda e: "Unknown command" in e.content.body
     )
     assert "\n" not in error.content.body.strip()
-    assert "frobnicate" not in error.content.body  # never repeats what was sent (SPEC 3.3)
+    assert "frobnicate" not in error.content.body  # never repeats what was sent
 
 
 async def test_admin_commands_need_the_configured_device_trust(

@@ -1,4 +1,4 @@
-"""Room policy commands and the enforcement modes, end to end (SPEC 2, 3.3, 7)."""
+"""Room policy commands and the enforcement modes, end to end."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Retention end to end: a real Synapse, real Postgres, real E2EE clients (SPEC 4)."""
+"""Retention end to end: a real Synapse, real Postgres, real E2EE clients."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`room new` end to end (SPEC 6): the bot creates a room that passes every posture check, the
+"""`room new` end to end: the bot creates a room that passes every posture check, the
 patient joins and receives the terms; bad requests get a one-line error that repeats nothing."""
 
 from __future__ import annotations

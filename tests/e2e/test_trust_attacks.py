@@ -1,6 +1,6 @@
 """What a hostile room member can send, against a real Synapse, Postgres and E2EE clients:
 events Postgres or UTF-8 refuse, forged key-withheld notices, messages that are not text.
-None of them may stop the bot or slip past the consent rules (SPEC 3.3, 11)."""
+None of them may stop the bot or slip past the consent rules."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Interactive verification (SPEC 7) with a real second E2EE client: matrix-nio completes
+"""Interactive verification with a real second E2EE client: matrix-nio completes
 to-device SAS with the bot; the operator confirms on the console; the verified device's commands
 then carry trust `verified`. Nothing of the short code reaches the audit log."""
 

@@ -1,4 +1,4 @@
-"""In-room interactive verification (SPEC 7) against a real Synapse and Postgres.
+"""In-room interactive verification against a real Synapse and Postgres.
 
 The person's client is scripted the way Element (js-sdk) does in-room SAS: the request is an
 `m.room.message` with msgtype `m.key.verification.request`, every later event relates to it

@@ -1,4 +1,4 @@
-"""Consent enforcement through the event pipeline (SPEC 3.3, 3.4): the rows, redactions and
+"""Consent enforcement through the event pipeline: the rows, redactions and
 notices a message causes in each enforcement mode, with the in-memory Matrix and real
 Postgres. What only a homeserver shows (the redaction reaching clients, notices encrypted to
 the room) stays in tests/e2e/test_consent.py and test_policy.py."""

@@ -1,4 +1,4 @@
-"""The event pipeline (SPEC 11) with the in-memory Matrix and real Postgres: exactly once,
+"""The event pipeline with the in-memory Matrix and real Postgres: exactly once,
 one event's trouble costing that event only, decryption outcomes, invites, the rows each kind
 of event makes. What needs real E2EE or a real /sync (late keys arriving over to-device,
 limited timelines, a crash mid-batch) stays in tests/e2e."""

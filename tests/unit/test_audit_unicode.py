@@ -1,4 +1,4 @@
-"""Any text in an audit field has a storable form that hashes and verifies (SPEC 11)."""
+"""Any text in an audit field has a storable form that hashes and verifies."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Bounded work for any input (SPEC 11, issue 9): hours, durations, the command line and every
+"""Bounded work for any input (issue 9): hours, durations, the command line and every
 command argument are read in linear time, and read the same as before."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Which prefixed messages are commands (SPEC 3.3, 7): a valid command is never a violation; any
+"""Which prefixed messages are commands: a valid command is never a violation; any
 other message starting with the prefix is judged like any message, and the bot's error reply
 never repeats its text. CommandService runs here with recording fakes around it."""
 

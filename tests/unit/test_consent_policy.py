@@ -1,4 +1,4 @@
-"""Consent decisions: validity, violations of SPEC 3.3, notices, renewal and expiry."""
+"""Consent decisions: validity, violations of the consent rules, notices, renewal and expiry."""
 
 from __future__ import annotations
 
@@ -332,7 +332,7 @@ def test_agree_takes_quoted_and_unquoted_hours() -> None:
 @pytest.mark.parametrize(
     ("text", "start"),
     [
-        # Named and explained, never repeated: the reply goes back into the room (SPEC 3.3).
+        # Named and explained, never repeated: the reply goes back into the room.
         ("consent agree hours=Mon-Fri 25:00-17:00", "hours: not valid; expected hours like"),
         ("consent agree tz=Mars/Base", "tz: not valid; expected an IANA time zone"),
         ("consent agree max_per_day=-1", "max_per_day: not valid; expected a whole number"),

@@ -20,7 +20,7 @@ _CLOCK_CALL = re.compile(
 
 # file -> (how many stamps, why the database's clock is right there)
 DATABASE_CLOCK_STAMPS: dict[str, tuple[int, str]] = {
-    "audit.py": (1, "audit_log.ts: SPEC 5 says DB clock; ordered by seq, compared with nothing"),
+    "audit.py": (1, "audit_log.ts: a single clock; ordered by seq, compared with nothing"),
     "posture.py": (1, "room_posture.checked_at: shown to people"),
     "retention_rooms.py": (
         7,

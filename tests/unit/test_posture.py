@@ -263,7 +263,7 @@ def test_after_state_event_judges_the_event_itself(
     ) == (new, now)
 
 
-# -- patient_power (SPEC 1, 6) ----------------------------------------------------------------
+# -- patient_power: a patient holding power over the room -------------------------------------
 
 THERAPIST, PATIENT, BOT = "@therapist:x", "@patient:x", "@bot:x"
 V10_DM_LEVELS: dict[str, Any] = {
@@ -389,7 +389,7 @@ def test_no_patients_no_finding() -> None:
     assert "patient_power" not in codes(dm_state("12"))
 
 
-# -- room new: born compliant (SPEC 6) ----------------------------------------------------------
+# -- room new: born compliant -------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("version", ["10", "11", "12"])

@@ -1,4 +1,4 @@
-"""Replies Element renders (SPEC 7): a plain body that reads on its own and an HTML
+"""Replies Element renders: a plain body that reads on its own and an HTML
 formatted_body with lists, a table, bold for what needs action, pills — and every piece of
 user-supplied text escaped."""
 

@@ -1,4 +1,4 @@
-"""Which key-withheld notices count: only the event's own sender's, bounded (SPEC 11)."""
+"""Which key-withheld notices count: only the event's own sender's, bounded."""
 
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ CREATE TABLE room_policy (
 );
 """
 
-# Evidence of consent (SPEC 3): one row per agreement, never deleted. A patient's consent in a
+# Evidence of consent: one row per agreement, never deleted. A patient's consent in a
 # room is their newest row. Only the revocation and the once-set bookkeeping columns may change,
 # and only from NULL; everything the patient agreed to is fixed when the row is written.
 CONSENT = """

@@ -1,4 +1,4 @@
-"""v06: the effects outbox (SPEC 11, effects exactly once)."""
+"""v06: the effects outbox (effects carried out exactly once)."""
 
 from __future__ import annotations
 

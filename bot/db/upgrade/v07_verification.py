@@ -1,4 +1,4 @@
-"""v07: interactive verifications waiting for (or decided by) the operator (SPEC 7)."""
+"""v07: interactive verifications waiting for (or decided by) the operator."""
 
 from __future__ import annotations
 
