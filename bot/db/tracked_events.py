@@ -21,7 +21,11 @@ _COLUMNS = (
     " (extract(epoch FROM failed_at) * 1000)::bigint AS failed_at,"
     " archived_at IS NOT NULL AS archived"
 )
-# The due set, in SQL: the same rule as bot.policy.retention.is_due.
+# The due set, the one place its rule is written: a message-like event (not state, not an
+# EXEMPT_TYPES one) whose content is still there (neither redacted nor removed), stamped strictly
+# before the cutoff $3, either never refused or last refused before $4. Both bounds come from
+# bot.policy.retention: $3 = cutoff_ms (the room's retention, never below `retention.minimum`,
+# back from now), $4 = retry_failed_before_ms (a day back); a sweep fixes both when it starts.
 _DUE = """
     room_id = $1 AND removed_at IS NULL AND NOT redacted AND NOT is_state
     AND event_type <> ALL($2::text[]) AND origin_ts < $3

@@ -1,17 +1,23 @@
-"""Retention decisions (SPEC 4) over plain values: which events are due, what a preview shows,
-what the room is told and which `m.room.retention` state to publish. `now` is always passed in.
+"""Retention decisions over plain values: the cutoff a sweep removes before and when a refused
+removal is tried again, what a preview says, what the room is told and which `m.room.retention`
+state to publish. `now` is always passed in.
+
+Which events are due is written once, in SQL (`bot.db.tracked_events`): a message-like event
+whose content is still there, stamped strictly before `cutoff_ms`, either never refused or last
+refused before `retry_failed_before_ms`. The two bounds are computed here; a sweep fixes both
+when it starts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from bot.policy.durations import format_duration
 
-# A redaction carries no content of its own; removing it would only un-hide nothing.
+# Never due, whatever their age (the due query's exception to "message-like"): a redaction
+# carries no content of its own; removing it would only un-hide nothing.
 EXEMPT_TYPES = frozenset({"m.room.redaction"})
 # A removal the homeserver refused for good (e.g. `redaction_allowed_period`) is tried again
 # after this long, not on every sweep.
@@ -40,7 +46,7 @@ class TrackedEvent:
 
 @dataclass(frozen=True)
 class Preview:
-    """What the next sweep of a room would remove."""
+    """What the next sweep of a room would remove: how many, the oldest and newest stamps."""
 
     count: int
     oldest_ts: int | None = None
@@ -81,48 +87,6 @@ def cutoff_ms(
 def retry_failed_before_ms(now: datetime) -> int:
     """Events whose removal was refused before this may be tried again."""
     return to_ms(now) - RETRY_FAILED_AFTER_SECONDS * 1000
-
-
-def is_removable(event: TrackedEvent) -> bool:
-    """A message-like event whose content is still there: state is the room, not its talk."""
-    return (
-        not event.is_state
-        and event.event_type not in EXEMPT_TYPES
-        and not event.redacted
-        and not event.removed
-    )
-
-
-def is_due(event: TrackedEvent, *, cutoff: int | None, now: datetime) -> bool:
-    if cutoff is None or not is_removable(event) or event.origin_ts >= cutoff:
-        return False
-    return event.failed_at is None or event.failed_at < retry_failed_before_ms(now)
-
-
-def due_events(
-    events: Iterable[TrackedEvent],
-    *,
-    now: datetime,
-    retention_seconds: int | None,
-    minimum_seconds: int,
-    legal_hold: bool,
-) -> list[TrackedEvent]:
-    """The events the next sweep removes, oldest first."""
-    cutoff = cutoff_ms(
-        now,
-        retention_seconds=retention_seconds,
-        minimum_seconds=minimum_seconds,
-        legal_hold=legal_hold,
-    )
-    due = [e for e in events if is_due(e, cutoff=cutoff, now=now)]
-    return sorted(due, key=lambda e: (e.origin_ts, e.event_id))
-
-
-def summarize(due: Iterable[TrackedEvent]) -> Preview:
-    stamps = [e.origin_ts for e in due]
-    if not stamps:
-        return Preview(0)
-    return Preview(len(stamps), min(stamps), max(stamps))
 
 
 def pacing_delay(retry_after_ms: int | None, attempt: int) -> float:

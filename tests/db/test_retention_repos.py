@@ -1,4 +1,7 @@
-"""Retention repositories against a real Postgres: tracked events, the archive, room state."""
+"""Retention repositories against a real Postgres: tracked events, the archive, room state.
+
+Which events are due is the query `TrackedEvents.due` (and `preview`), given the bounds the
+sweeper computes when a sweep starts: these tests state the rule's outcomes against it."""
 
 from __future__ import annotations
 
@@ -13,16 +16,16 @@ from bot.db.archive import ArchiveFilter, MessageArchive
 from bot.db.retention_rooms import RetentionRooms
 from bot.db.tracked_events import TrackedEvents
 from bot.policy.retention import (
+    Preview,
     TrackedEvent,
     cutoff_ms,
-    due_events,
     retry_failed_before_ms,
-    summarize,
     to_ms,
 )
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 ROOM = "!room:x"
+DAY = 86_400
 
 
 def event(i: int, ts: int, **kw: object) -> TrackedEvent:
@@ -36,6 +39,27 @@ def event(i: int, ts: int, **kw: object) -> TrackedEvent:
         **kw,
     }
     return TrackedEvent(**fields)  # type: ignore[arg-type]
+
+
+def aged(i: int, age_ms: int, **kw: object) -> TrackedEvent:
+    """Event `$e{i}`, stamped `age_ms` before NOW."""
+    return event(i, to_ms(NOW) - age_ms, **kw)
+
+
+async def due_ids(
+    repo: TrackedEvents,
+    *,
+    now: datetime = NOW,
+    retention: int | None = DAY,
+    minimum: int = 3600,
+    hold: bool = False,
+) -> list[str]:
+    """What a sweep of ROOM starting at `now` removes: the sweeper's bounds, the due query."""
+    cutoff = cutoff_ms(now, retention_seconds=retention, minimum_seconds=minimum, legal_hold=hold)
+    if cutoff is None:
+        return []
+    due = await repo.due(ROOM, cutoff, retry_failed_before_ms(now), 10_000)
+    return [e.event_id for e in due]
 
 
 async def test_recording_is_idempotent_and_learns_the_decrypted_type(db: Database) -> None:
@@ -53,41 +77,101 @@ async def test_recording_is_idempotent_and_learns_the_decrypted_type(db: Databas
     assert await db.fetchval("SELECT count(*) FROM tracked_events") == 1
 
 
-async def test_the_due_query_agrees_with_the_pure_decision(db: Database) -> None:
+async def test_due_is_strictly_older_than_the_retention(db: Database) -> None:
+    repo = TrackedEvents(db)
+    await repo.record(
+        [
+            aged(1, DAY * 1000 + 1),  # just older than the retention
+            aged(2, DAY * 1000),  # exactly as old: not *older* than it
+            aged(3, DAY * 1000 - 1),
+            aged(4, 0),
+            aged(5, -5000),  # stamped in the future (clock skew): kept
+        ]
+    )
+    assert await due_ids(repo) == ["$e1"]
+    # Time passing makes the rest due, oldest first.
+    assert await due_ids(repo, now=NOW + timedelta(milliseconds=1)) == ["$e1", "$e2"]
+    a_day_on = NOW + timedelta(days=1, seconds=5, milliseconds=1)
+    assert await due_ids(repo, now=a_day_on) == ["$e1", "$e2", "$e3", "$e4", "$e5"]
+
+
+async def test_the_minimum_bounds_how_short_retention_acts(db: Database) -> None:
+    repo = TrackedEvents(db)
+    await repo.record(
+        [aged(1, 120_000), aged(2, 3_601_000), aged(3, 7_201_000), aged(4, 10 * 365 * DAY * 1000)]
+    )
+    # Set when the minimum was lower: the minimum still applies.
+    assert await due_ids(repo, retention=60, minimum=3600) == ["$e4", "$e3", "$e2"]
+    # A longer retention is kept as set.
+    assert await due_ids(repo, retention=7200, minimum=3600) == ["$e4", "$e3"]
+    assert await due_ids(repo, retention=1, minimum=1) == ["$e4", "$e3", "$e2", "$e1"]
+    # Retention off: nothing, however old.
+    assert await due_ids(repo, retention=None, minimum=1) == []
+
+
+async def test_a_legal_hold_suspends_everything(db: Database) -> None:
+    repo = TrackedEvents(db)
+    await repo.record([event(i, i) for i in range(5)])  # ancient
+    assert await due_ids(repo, hold=True) == []
+    assert len(await due_ids(repo, hold=False)) == 5
+
+
+async def test_only_message_like_events_with_content_left_are_due(db: Database) -> None:
+    repo = TrackedEvents(db)
+    await repo.record(
+        [
+            event(1, 1),
+            event(2, 2, event_type="m.room.encrypted"),  # never decrypted: still removed
+            event(3, 3, event_type="m.reaction"),
+            event(4, 4, event_type="m.room.redaction"),
+            event(5, 5, is_state=True, event_type="m.room.member"),
+            event(6, 6, redacted=True),
+            event(7, 7),
+        ]
+    )
+    assert await repo.mark_removed("$e7", "$redaction7")
+    assert await due_ids(repo) == ["$e1", "$e2", "$e3"]
+
+
+async def test_a_refused_removal_is_tried_again_only_after_a_day(db: Database) -> None:
+    repo = TrackedEvents(db)
+    await repo.record([event(1, 1)])
+    await repo.mark_failed("$e1", "forbidden", NOW)
+    assert await due_ids(repo) == []
+    assert await due_ids(repo, now=NOW + timedelta(days=1)) == []
+    assert await due_ids(repo, now=NOW + timedelta(days=1, milliseconds=1)) == ["$e1"]
+
+
+async def test_the_due_set_is_the_rooms_events_older_than_the_cutoff_oldest_first(
+    db: Database,
+) -> None:
+    """Many events in two rooms: `due` pages through exactly the room's events stamped before
+    the cutoff, oldest first, and `preview` counts them and names the oldest and newest."""
     repo = TrackedEvents(db)
     rng = random.Random(7)
     now_ms = to_ms(NOW)
-    events = []
-    for i in range(300):
-        events.append(
-            event(
-                i,
-                now_ms - rng.randint(0, 3 * 86_400_000),
-                event_type=rng.choice(["m.room.message", "m.room.encrypted", "m.room.redaction"]),
-                is_state=rng.random() < 0.1,
-                redacted=rng.random() < 0.1,
-                room_id=rng.choice([ROOM, "!other:x"]),
-            )
-        )
+    events = [
+        event(i, now_ms - rng.randint(0, 4 * DAY * 1000), room_id=rng.choice([ROOM, "!other:x"]))
+        for i in range(300)
+    ]
     await repo.record(events)
-    for retention, hold in ((86_400, False), (3600, False), (2 * 86_400, True)):
-        cutoff = cutoff_ms(NOW, retention_seconds=retention, minimum_seconds=1, legal_hold=hold)
-        expected = due_events(
-            [e for e in events if e.room_id == ROOM],
-            now=NOW,
-            retention_seconds=retention,
-            minimum_seconds=1,
-            legal_hold=hold,
+    retry = retry_failed_before_ms(NOW)
+    for retention in (1, 3600, DAY, 3 * DAY, 5 * DAY):
+        cutoff = now_ms - retention * 1000
+        expected = sorted(
+            (e for e in events if e.room_id == ROOM and e.origin_ts < cutoff),
+            key=lambda e: (e.origin_ts, e.event_id),
         )
-        if cutoff is None:
-            assert expected == []
-            continue
-        retry = retry_failed_before_ms(NOW)
         got = await repo.due(ROOM, cutoff, retry, 10_000)
         assert [e.event_id for e in got] == [e.event_id for e in expected]
-        assert await repo.preview(ROOM, cutoff, retry) == summarize(expected)
         page = await repo.due(ROOM, cutoff, retry, 5)
         assert [e.event_id for e in page] == [e.event_id for e in expected[:5]]
+        summary = (
+            Preview(len(expected), expected[0].origin_ts, expected[-1].origin_ts)
+            if expected
+            else Preview(0)
+        )
+        assert await repo.preview(ROOM, cutoff, retry) == summary
 
 
 async def test_removal_state_makes_the_sweep_resumable(db: Database) -> None:

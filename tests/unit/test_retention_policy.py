@@ -1,18 +1,15 @@
-"""The retention due-set decision, previews, pacing, published state and the archive format."""
+"""The retention cutoff, preview lines, pacing, published state and the archive format. Which
+events are due is the repository's query: tests/db/test_retention_repos.py."""
 
 from __future__ import annotations
 
 import base64
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 from nacl.public import PrivateKey
 
-from bot.clock import FakeClock
 from bot.config import ConfigError, parse_config
 from bot.policy.archive import (
     ArchiveKeyError,
@@ -26,17 +23,14 @@ from bot.policy.archive import (
     seal,
 )
 from bot.policy.retention import (
-    RETRY_FAILED_AFTER_SECONDS,
     Preview,
-    TrackedEvent,
     cutoff_ms,
     describe_preview,
-    due_events,
     is_retention_reason,
     pacing_delay,
     redaction_reason,
+    retry_failed_before_ms,
     state_content,
-    summarize,
     to_ms,
 )
 
@@ -44,131 +38,29 @@ START = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 DAY = 86_400
 
 
-def message(ts: int, *, event_id: str = "$m", **changes: object) -> TrackedEvent:
-    base = TrackedEvent(event_id, "!r:x", "@p:x", "m.room.message", False, ts)
-    return replace(base, **changes)  # type: ignore[arg-type]
-
-
-def due_now(clock: FakeClock, events: list[TrackedEvent], **policy: object) -> list[str]:
-    settings: dict[str, object] = {
-        "retention_seconds": DAY,
-        "minimum_seconds": 3600,
-        "legal_hold": False,
-        **policy,
-    }
-    return [
-        e.event_id
-        for e in due_events(events, now=clock.now(), **settings)  # type: ignore[arg-type]
-    ]
-
-
 @pytest.mark.parametrize(
-    ("age_ms", "due"),
+    ("retention", "minimum", "hold", "back_s"),
     [
-        (DAY * 1000 + 1, True),  # just older than the retention
-        (DAY * 1000, False),  # exactly as old: not *older* than it
-        (DAY * 1000 - 1, False),
-        (0, False),
-        (-5000, False),  # stamped in the future (clock skew): kept
+        (DAY, 3600, False, DAY),
+        (60, 3600, False, 3600),  # set when the minimum was lower: the minimum still applies
+        (7200, 3600, False, 7200),  # a longer retention is kept as set
+        (1, 1, False, 1),  # the test configuration: 1s
+        (None, 1, False, None),  # retention off: nothing, however old
+        (DAY, 1, True, None),  # a legal hold suspends everything
     ],
 )
-def test_boundary_is_strictly_older_than_the_retention(age_ms: int, due: bool) -> None:
-    clock = FakeClock(START)
-    event = message(to_ms(START) - age_ms)
-    assert due_now(clock, [event]) == (["$m"] if due else [])
-
-
-def test_the_fake_clock_moving_forward_makes_messages_due() -> None:
-    clock = FakeClock(START)
-    events = [message(to_ms(START) - 1000 * i, event_id=f"$e{i}") for i in range(3)]
-    assert due_now(clock, events) == []
-    clock.advance(DAY)
-    assert due_now(clock, events) == ["$e2", "$e1"]  # oldest first; $e0 is exactly a day old
-    clock.advance(0.001)
-    assert due_now(clock, events) == ["$e2", "$e1", "$e0"]
-
-
-@pytest.mark.parametrize(
-    ("retention", "minimum", "age_s", "due"),
-    [
-        (60, 3600, 120, False),  # set when the minimum was lower: the minimum still applies
-        (60, 3600, 3601, True),
-        (7200, 3600, 3601, False),  # a longer retention is kept as set
-        (7200, 3600, 7201, True),
-        (1, 1, 2, True),  # the test configuration: 1s
-        (None, 1, 10 * 365 * DAY, False),  # retention off: nothing, however old
-    ],
-)
-def test_minimum_bounds_how_short_retention_acts(
-    retention: int | None, minimum: int, age_s: int, due: bool
+def test_the_cutoff_is_the_retention_back_never_below_the_minimum(
+    retention: int | None, minimum: int, hold: bool, back_s: int | None
 ) -> None:
-    clock = FakeClock(START)
-    event = message(to_ms(START) - age_s * 1000)
-    got = due_now(clock, [event], retention_seconds=retention, minimum_seconds=minimum)
-    assert got == (["$m"] if due else [])
+    got = cutoff_ms(START, retention_seconds=retention, minimum_seconds=minimum, legal_hold=hold)
+    assert got == (None if back_s is None else to_ms(START) - back_s * 1000)
 
 
-def test_legal_hold_suspends_everything() -> None:
-    clock = FakeClock(START)
-    ancient = [message(0, event_id=f"$a{i}") for i in range(5)]
-    assert due_now(clock, ancient, legal_hold=True) == []
-    assert len(due_now(clock, ancient, legal_hold=False)) == 5
-    assert cutoff_ms(START, retention_seconds=DAY, minimum_seconds=1, legal_hold=True) is None
-
-
-@pytest.mark.parametrize(
-    ("changes", "due"),
-    [
-        ({}, True),
-        ({"event_type": "m.room.encrypted"}, True),  # never decrypted: still removed
-        ({"event_type": "m.reaction"}, True),
-        ({"event_type": "m.room.redaction"}, False),
-        ({"is_state": True, "event_type": "m.room.member"}, False),
-        ({"redacted": True}, False),
-        ({"removed": True}, False),
-    ],
-)
-def test_only_message_like_events_with_content_left_are_due(
-    changes: dict[str, object], due: bool
-) -> None:
-    clock = FakeClock(START)
-    event = replace(message(0), **changes)  # type: ignore[arg-type]
-    assert due_now(clock, [event]) == (["$m"] if due else [])
-
-
-def test_a_refused_removal_is_tried_again_only_after_a_day() -> None:
-    clock = FakeClock(START)
-    failed = message(0, failed_at=to_ms(START))
-    assert due_now(clock, [failed]) == []
-    clock.advance(RETRY_FAILED_AFTER_SECONDS + 1)
-    assert due_now(clock, [failed]) == ["$m"]
-
-
-@given(
-    stamps=st.lists(st.integers(min_value=0, max_value=4 * DAY * 1000), max_size=30),
-    retention=st.integers(min_value=1, max_value=3 * DAY),
-    hold=st.booleans(),
-)
-def test_due_set_is_exactly_the_events_older_than_the_cutoff(
-    stamps: list[int], retention: int, hold: bool
-) -> None:
-    now = datetime.fromtimestamp(4 * DAY, UTC)
-    events = [message(ts, event_id=f"$e{i}") for i, ts in enumerate(stamps)]
-    due = due_events(
-        events, now=now, retention_seconds=retention, minimum_seconds=1, legal_hold=hold
-    )
-    limit = to_ms(now) - retention * 1000
-    expected = set() if hold else {e.event_id for e in events if e.origin_ts < limit}
-    assert {e.event_id for e in due} == expected
-    assert [e.origin_ts for e in due] == sorted(e.origin_ts for e in due)
-    preview = summarize(due)
-    assert preview.count == len(due)
-    if due:
-        assert preview.oldest_ts == due[0].origin_ts and preview.newest_ts == due[-1].origin_ts
+def test_a_refused_removal_may_be_tried_again_a_day_later() -> None:
+    assert retry_failed_before_ms(START) == to_ms(START) - DAY * 1000
 
 
 def test_preview_lines() -> None:
-    assert summarize([]) == Preview(0)
     preview = Preview(3, to_ms(START), to_ms(START) + 60_000)
     line = describe_preview(preview, DAY, False)
     assert "would remove 3 messages" in line
