@@ -9,6 +9,7 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
+import asyncpg
 from mautrix.errors import DecryptionError, SessionNotFound
 
 from bot.batch_scope import batch_scope
@@ -189,12 +190,19 @@ class EventPipeline:
 
     def event_failed(self, raw: dict[str, Any], error: BaseException) -> AuditEntry:
         ref = error_reference()
-        # The type only: an exception's text may quote event content.
+        # The type only: an exception's text may quote event content. A Postgres error also
+        # names the table and constraint (schema names, never data).
+        where = ""
+        if isinstance(error, asyncpg.PostgresError):
+            table = getattr(error, "table_name", None)
+            constraint = getattr(error, "constraint_name", None)
+            where = f" on {table or '?'}/{constraint or '?'}" if table or constraint else ""
         log.error(
-            "Event %s in %s could not be handled (%s, ref %s); recorded as event.failed",
+            "Event %s in %s could not be handled (%s%s, ref %s); recorded as event.failed",
             storable(raw.get("event_id")),
             storable(raw.get("room_id")),
             type(error).__name__,
+            where,
             ref,
         )
         sender = raw.get("sender")
