@@ -16,7 +16,6 @@ import mautrix.util.logging  # noqa: F401  (installs TraceLogger before any mau.
 from mautrix.client import SyncStream
 from mautrix.client.encryption_manager import DecryptionDispatcher
 from mautrix.crypto import OlmMachine
-from mautrix.crypto.store.asyncpg import PgCryptoStateStore
 from mautrix.errors import (
     DecryptionError,
     MForbidden,
@@ -52,6 +51,7 @@ from bot.logging_setup import quiet_repeated_crypto_warnings
 from bot.matrix.crypto_store import BatchCachingCryptoStore, claimed_message_index
 from bot.matrix.facts import trust_name
 from bot.matrix.ratelimit import PacedHTTPAPI, retry_rate_limited
+from bot.matrix.state_store import MemberListStateStore
 from bot.mautrix_compat import QuietClient
 from bot.policy.posture import creators_outrank_power_levels
 from bot.policy.withheld import WithheldKeys
@@ -127,7 +127,7 @@ class MatrixGateway:
         self.crypto_store = BatchCachingCryptoStore(
             self.user_id, config.encryption.pickle_key, dbs.crypto
         )
-        self.state_store = PgCryptoStateStore(dbs.state)
+        self.state_store = MemberListStateStore(dbs.state)
         self.client = QuietClient(
             mxid=self.user_id,
             # Keeps a 429's retry_after_ms so callers can pace to the homeserver's limits.
