@@ -2,7 +2,8 @@
 # One entry point for a fresh machine: creates .venv with what the job needs, then runs it.
 #   ./run.sh demo     local Synapse + embedded Postgres + the bot, ready for Element
 #   ./run.sh test     ruff, ruff format --check and mypy, then the whole test suite (real Postgres,
-#                     real Synapse, real E2EE clients); CHAPERONE_SKIP_LINT=1 skips the first three
+#                     real Synapse, real E2EE clients); CHAPERONE_SKIP_LINT=1 skips the first three;
+#                     CHAPERONE_TEST_WORKERS=N runs N pytest workers (default 2; 0 for one process)
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV=.venv
@@ -35,6 +36,9 @@ fail() {
 
 case "${1:-}" in
   demo) shift; ensure_venv demo; exec "$VENV/bin/chaperone" demo "$@" ;;
-  test) shift; ensure_venv test; lint; exec "$VENV/bin/python" -m pytest -q "$@" ;;
+  test)
+    shift; ensure_venv test; lint
+    # Two workers, each with its own Synapse and Postgres; a file's tests stay on one worker.
+    exec "$VENV/bin/python" -m pytest -q -n "${CHAPERONE_TEST_WORKERS:-2}" --dist loadfile "$@" ;;
   *) echo "usage: ./run.sh demo | ./run.sh test [pytest args]" >&2; exit 2 ;;
 esac
