@@ -10,7 +10,6 @@ from typing import Any
 from mautrix.types import EventID, EventType, RoomID
 
 from bot.policy.audit_chain import message_hmac
-from bot.service.observers import BatchOutcome, Observer
 from tests.e2e.admin_helpers import ask, bot_with_management_room
 from tests.e2e.bot_env import HMAC_KEY, BotEnv, RunningBot
 from tests.e2e.test_consent import consent_room
@@ -59,46 +58,6 @@ async def test_events_postgres_or_utf8_refuse_cost_nothing_but_themselves(
     # No batch failed, so no room waited.
     assert sync.outage.failures == 0 and sync.last_error is None
     assert await audit_rows(db_url, "event.failed") == []
-
-
-class RefusedByPostgres(Observer):
-    """Queues, for the message "two", a write Postgres refuses (U+0000 in text), as a future
-    stored field that forgot to make its text storable would."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def on_message(self, fact: Any, outcome: BatchOutcome) -> None:
-        if fact.body != "two":
-            return
-
-        async def write() -> None:
-            await self.app.audit.db.execute(
-                "INSERT INTO consent_notice (room_id, user_id, kind, sent_at)"
-                " VALUES ($1, $2, 'violation', now())",
-                fact.room_id,
-                "@nul\x00:x",
-            )
-
-        outcome.writes.append(write)
-
-
-async def test_a_batch_postgres_refuses_is_stored_event_by_event(
-    bot_env: BotEnv, running_bot: RunningBot, e2ee_user: MakeE2EEUser, db_url: str
-) -> None:
-    _staff, patient, room_id = await staffed_room(bot_env, e2ee_user, running_bot)
-    app = running_bot.app
-    app.observers.append(RefusedByPostgres(app))
-    first = await patient.send_text(room_id, "one")
-    poisoned = await patient.send_text(room_id, "two")
-    third = await patient.send_text(room_id, "three")
-
-    assert len(await wait_rows(db_url, "message.sent", event_id=third, timeout=10)) == 1
-    assert len(await audit_rows(db_url, "message.sent", event_id=first)) == 1
-    (failed,) = await wait_rows(db_url, "event.failed", event_id=poisoned)
-    assert details(failed)["error"] == "CharacterNotInRepertoireError"
-    assert await audit_rows(db_url, "message.sent", event_id=poisoned) == []
-    assert app.sync_loop.last_error is None and app.sync_loop.outage.failures == 0
 
 
 async def test_a_forged_key_withheld_notice_cannot_blind_the_bot(
