@@ -20,13 +20,13 @@ from bot.config import Config
 from bot.db.audit import AuditEntry
 from bot.matrix.effects import MatrixEffects
 from bot.matrix.facts import MessageFact
-from bot.matrix.gateway import MatrixGateway
 from bot.policy.command_gate import gate_command
 from bot.policy.command_line import CommandSyntaxError, split_command, strip_prefix
 from bot.service.access import AccessService
 from bot.service.failures import error_reference
 from bot.service.observers import BatchOutcome
 from bot.service.outbox import queued_notice
+from bot.service.ports import RoomReader
 
 log = logging.getLogger("chaperone.commands")
 
@@ -39,7 +39,7 @@ class CommandService:
         self,
         config: Config,
         registry: CommandRegistry,
-        gateway: MatrixGateway,
+        gateway: RoomReader,
         effects: MatrixEffects,
         access: AccessService,
         services: Services,

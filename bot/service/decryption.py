@@ -12,11 +12,11 @@ from mautrix.errors import DecryptionError, SessionNotFound
 
 from bot.clock import Clock
 from bot.db.pending_decryption import PendingDecryption, PendingEvent
-from bot.matrix.gateway import MatrixGateway
 from bot.service.background import Backoff, Outage, run_forever
 from bot.service.failures import is_transient
 from bot.service.observers import BatchOutcome
 from bot.service.pipeline import EventPipeline
+from bot.service.ports import Decryptor
 
 log = logging.getLogger("chaperone.decryption")
 
@@ -24,7 +24,7 @@ log = logging.getLogger("chaperone.decryption")
 class DecryptionRetrier:
     def __init__(
         self,
-        gateway: MatrixGateway,
+        gateway: Decryptor,
         pipeline: EventPipeline,
         pending: PendingDecryption,
         clock: Clock,

@@ -38,7 +38,7 @@ from bot.db.rooms import RoomsRepo
 from bot.db.staff import StaffRepo
 from bot.db.sync_state import SyncState
 from bot.matrix.effects import MatrixEffects
-from bot.matrix.gateway import MatrixGateway, SyncBatch
+from bot.matrix.gateway import SyncBatch
 from bot.metrics import Metrics
 from bot.service.access import AccessService
 from bot.service.commands import CommandService
@@ -240,9 +240,7 @@ def build(
     )
     # CommandService still asks for the MatrixGateway (bot/service/commands.py); it calls
     # is_encrypted only, which the fake has.
-    commands = CommandService(
-        config, registry, cast(MatrixGateway, matrix), matrix_effects, access, services
-    )
+    commands = CommandService(config, registry, matrix, matrix_effects, access, services)
     pipeline = EventPipeline(
         config,
         matrix,
