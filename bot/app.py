@@ -147,7 +147,7 @@ class Chaperone:
             *room_commands.specs(),
         ):
             self.registry.register(spec)
-        self.web = WebServer(config.http, self.metrics)
+        self.web = WebServer(config.http, self.metrics, self.clock)
         self.bus = EventBus()  # how one flow hears what another committed
         self.started = asyncio.Event()  # set once start() is through (the demo waits for it)
         self._url = ""
@@ -343,7 +343,7 @@ class Chaperone:
             self.commands,
             self.observers,
             metrics=self.metrics,
-            withheld_notices=WithheldNotices(),
+            withheld_notices=WithheldNotices(clock),
             outbox=outbox_repo,
             clock=clock,
             bus=bus,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from aiohttp import web
 from mautrix.util.async_db import Database
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from bot.clock import Clock
 from bot.config import HttpConfig
 from bot.db.audit import AuditEntry, AuditLog
 from bot.db.unit_of_work import record_audit
@@ -53,12 +53,14 @@ class WebServer:
         self,
         config: HttpConfig,
         metrics: Metrics,
+        clock: Clock,
         *,
         max_sync_lag: float = 90.0,
         db_timeout: float = 2.0,
     ) -> None:
         self.config = config
         self.metrics = metrics
+        self.clock = clock
         self.max_sync_lag = max_sync_lag
         self.db_timeout = db_timeout
         self.parts: BotParts | None = None
@@ -183,7 +185,7 @@ class WebServer:
         # One row per address and reason per minute; the refusals in between are counted in
         # the next row: a client hammering the port must not grow the audit log without bound.
         remote = request.remote or "?"
-        now = time.monotonic()
+        now = self.clock.monotonic()
         key = (remote, reason)
         since, suppressed = self._refusals.get(key, (None, 0))
         if since is not None and now - since < UNAUTHORIZED_AUDIT_WINDOW:

@@ -3,9 +3,9 @@ sender device per day."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
+from bot.clock import Clock
 from bot.db.outbox import QueuedEffect
 from bot.service.outbox import queued_notice
 
@@ -20,12 +20,13 @@ DEVICE_ID_SHOWN = 64  # a device ID is short; a longer one is cut before it is r
 
 
 class WithheldNotices:
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
         self._told: dict[tuple[str, str], float] = {}  # (sender, device) -> when
 
     def notice_for(self, raw: dict[str, Any], code: str) -> QueuedEffect | None:
         """The notice for this event's sender device, unless one was queued today."""
-        now = time.monotonic()
+        now = self.clock.monotonic()
         self._told = {k: t for k, t in self._told.items() if now - t < ONE_DAY}
         sender = str(raw.get("sender", ""))
         content = raw.get("content")

@@ -252,7 +252,7 @@ def build(
         commands,
         all_observers,
         metrics=metrics,
-        withheld_notices=WithheldNotices(),
+        withheld_notices=WithheldNotices(clock),
         outbox=outbox_repo,
         clock=clock,
     )

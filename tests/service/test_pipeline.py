@@ -258,3 +258,24 @@ async def test_invites_from_staff_are_joined_others_rejected(bot: ServiceBot) ->
         BOT,
     )
     assert await bot.rows("room.joined") == []  # recorded from the join event when it syncs
+
+
+async def test_the_room_hears_of_a_withheld_key_once_a_day_per_sender_device(
+    bot: ServiceBot,
+) -> None:
+    care_room(bot)
+
+    async def withheld_notices() -> int:
+        notices = await bot.queued("notice")
+        return sum("withheld the encryption key" in n["payload"]["text"] for n in notices)
+
+    for _ in range(3):
+        await bot.handle(bot.matrix.undecryptable(bot.message(STAFF), withheld="m.unverified"))
+    assert await withheld_notices() == 1
+
+    bot.clock.advance(23 * 3600)
+    await bot.handle(bot.matrix.undecryptable(bot.message(STAFF), withheld="m.unverified"))
+    assert await withheld_notices() == 1
+    bot.clock.advance(3600)
+    await bot.handle(bot.matrix.undecryptable(bot.message(STAFF), withheld="m.unverified"))
+    assert await withheld_notices() == 2
