@@ -106,7 +106,7 @@ async def sweep_rate(server: SynapseServer, db_url: str, workdir: Path, messages
     stop = asyncio.Event()
     task = asyncio.create_task(app.run_until_stopped(stop))
     try:
-        while not hasattr(app, "sync_loop") or room_id not in await app.rooms.managed():
+        while not app.started.is_set() or room_id not in await app.parts.rooms.managed():
             if task.done():
                 task.result()
             await asyncio.sleep(0.05)
@@ -119,10 +119,10 @@ async def sweep_rate(server: SynapseServer, db_url: str, workdir: Path, messages
                 {"msgtype": "m.text", "body": f"message {i}"},
             )
         # Tracked through sync, then older than the 1 s retention.
-        while (await app.retention.preview(room_id))[0].count < messages:
+        while (await app.parts.retention.preview(room_id))[0].count < messages:
             await asyncio.sleep(0.1)
         started = time.monotonic()
-        (result,) = await app.retention.sweep(SweepRequest((room_id,), requested_by="bench"))
+        (result,) = await app.parts.retention.sweep(SweepRequest((room_id,), requested_by="bench"))
         seconds = time.monotonic() - started
     finally:
         stop.set()

@@ -58,11 +58,11 @@ async def bot_first_sync(
     bot = Chaperone(load_config(config_path))
     stop = asyncio.Event()
     task = asyncio.create_task(bot.run_until_stopped(stop))
-    while not hasattr(bot, "sync_loop") or not bot.sync_loop.first_batch_done.is_set():
+    while not bot.started.is_set() or not bot.parts.sync_loop.first_batch_done.is_set():
         if task.done():
             task.result()
         await asyncio.sleep(0.01)
-    seconds = bot.sync_loop.first_batch_seconds or 0.0
+    seconds = bot.parts.sync_loop.first_batch_seconds or 0.0
     stop.set()
     await task
     return seconds

@@ -27,58 +27,19 @@ from bot.commands import staff as staff_commands
 from bot.commands import verify as verify_commands
 from bot.commands.builtin import builtin_specs
 from bot.commands.registry import CommandRegistry
-from bot.commands.services import Services
 from bot.config import Config
-from bot.db.archive import MessageArchive
-from bot.db.audit import AuditEntry, AuditLog
-from bot.db.consent import ConsentRepo
-from bot.db.consent_notices import ConsentNotices
+from bot.db.audit import AuditEntry
 from bot.db.database import Databases, EmbeddedPostgres, history_risk, open_databases
 from bot.db.identity import IdentityStore
 from bot.db.leader import LeaderLock
-from bot.db.message_counts import MessageCounts
-from bot.db.outbox import OutboxRepo
-from bot.db.pending_decryption import PendingDecryption
-from bot.db.posture import PostureRepo
-from bot.db.retention_rooms import RetentionRooms
-from bot.db.room_policy import RoomPolicyRepo
-from bot.db.rooms import RoomsRepo
-from bot.db.staff import StaffRepo
-from bot.db.sync_state import SyncState
-from bot.db.tracked_events import TrackedEvents
 from bot.db.unit_of_work import record_audit
-from bot.db.verification import VerificationRepo
 from bot.matrix.effects import MatrixEffects
 from bot.matrix.gateway import MatrixGateway
-from bot.matrix.verification import VerificationMatrix
 from bot.metrics import Metrics
-from bot.service.access import AccessService
-from bot.service.admin_alerts import AdminAlerts
-from bot.service.alerts import Alerts
-from bot.service.archive import Archiver
-from bot.service.audit_checkpoints import AuditCheckpointer
-from bot.service.audit_tools import AuditTools
 from bot.service.background import Backoff
-from bot.service.commands import CommandService
-from bot.service.consent import ConsentService
-from bot.service.consent_enforcement import ConsentObserver
-from bot.service.consent_grants import ConsentGrants
-from bot.service.consent_renewal import ConsentRenewal
-from bot.service.decryption import DecryptionRetrier
 from bot.service.events import Committed, EffectsQueued, EventBus, HistoryRecorded, PolicyChanged
-from bot.service.observers import Observer
-from bot.service.outbox import EffectQueue, EffectsOutbox
-from bot.service.pipeline import EventPipeline
-from bot.service.policy import PolicyService, defaults_from
-from bot.service.posture import PostureService
-from bot.service.retention import RetentionService
-from bot.service.room_new import RoomCreator
-from bot.service.staff import StaffService
-from bot.service.sync_loop import SyncLoop
-from bot.service.tracking import Backfiller, RetentionTracker
-from bot.service.verification import VerificationService
-from bot.service.withheld import WithheldNotices
 from bot.web import BotParts, WebServer
+from bot.wiring import Given, Parts, build_parts
 
 log = logging.getLogger("chaperone")
 T = TypeVar("T")
@@ -159,14 +120,14 @@ class Chaperone:
         main = await self._open_database()
         await self._become_leader()
         await self._connect_matrix(main)
-        self._build(main)
-        self._subscribe()
-        await self.verification.start()
-        await self.admin_alerts.join_management_room(self.config, self.gateway, self.rooms)
-        await self._record_start()
+        self.parts = parts = build_parts(self._given(main))
+        self._subscribe(parts)
+        await parts.verification.start()
+        await parts.admin_alerts.join_management_room(self.config, self.gateway, parts.rooms)
+        await self._record_start(parts)
         self.active = True
-        self.tasks = self._background_tasks()
-        self.web.attach(BotParts(main, self.audit, self.audit_tools, self.sync_loop))
+        self.tasks = self._background_tasks(parts)
+        self.web.attach(BotParts(main, parts.audit, parts.audit_tools, parts.sync_loop))
         self.started.set()
 
     async def _open_database(self) -> Database:
@@ -200,182 +161,45 @@ class Chaperone:
         self.effects = MatrixEffects(self.gateway, dry_run=self.config.bot.dry_run)
         await self._exempt_from_rate_limits()
 
-    def _build(self, main: Database) -> None:
-        """Every part, each given what it uses, in dependency order; no I/O. Flows hear about
-        each other through `self.bus` (subscribed in `_subscribe`), not by setting callbacks
-        on each other; observers are listed in the order the pipeline calls them."""
-        config, clock, bus = self.config, self.clock, self.bus
-        self.audit = AuditLog(main, config.audit.hmac_key)
-        self.sync_state = SyncState(main)
-        self.pending = PendingDecryption(main)
-        self.rooms = RoomsRepo(main)
-        self.staff = StaffRepo(main)
-        self.alerts = Alerts(config, self.effects)
-        self.access = AccessService(config, self.staff, self.gateway)
-        self.policy = PolicyService(
-            config, RoomPolicyRepo(main, defaults_from(config)), self.audit, bus
-        )
-        # Effects exactly once: queued with the batch, carried out after the commit.
-        outbox_repo = OutboxRepo(main)
-        self.effect_queue = EffectQueue(outbox_repo, self.audit, clock, bus)
-        self.outbox = EffectsOutbox(outbox_repo, self.effects, self.audit, clock, self.alerts.send)
-        self.room_creator = RoomCreator(config, self.effects, self.access, self.audit)
-        self.posture = PostureService(
-            config,
-            self.gateway,
-            self.effects,
-            self.audit,
-            self.policy,
-            PostureRepo(main),
-            self.rooms,
-            bus,
-            self.access,
-            creations_settled=self.room_creator.settled,
-        )
-        # Consent: the flow, enforcement in the room, renewal and expiry checks.
-        self.consent = ConsentService(
-            config,
-            ConsentRepo(main),
-            MessageCounts(main),
-            ConsentNotices(main),
-            self.audit,
-            self.access,
-            self.gateway,
-            self.effects,
-            self.policy,
-            clock,
-            self.effect_queue,
-        )
-        self.consent_grants = ConsentGrants(
-            config, self.consent.repo, self.audit, self.access, clock
-        )
-        self.consent_renewal = ConsentRenewal(self.consent)
-        self.staff_admin = StaffService(
-            config, self.staff, self.rooms, self.gateway, self.effects, self.audit
-        )
-        # Interactive verification: to-device events from mautrix, in-room ones as an
-        # observer; the operator confirms on the console (chaperone verify).
-        self.verification = VerificationService(
-            config,
-            VerificationMatrix(self.gateway),
-            VerificationRepo(main),
-            self.audit,
-            self.access,
-            self.alerts,
-            clock,
-        )
-        management_room = config.bot.management_room
-        self.checkpointer = AuditCheckpointer(
-            self.audit,
-            interval_seconds=config.audit.checkpoint_interval_seconds,
-            checkpoint_file=config.audit.checkpoint_file,
-            publish=(lambda text: self.effects.notice(management_room, text))
-            if management_room
-            else None,
-        )
-        self.audit_tools = AuditTools(self.audit, self.effects, self.checkpointer.known)
-        # Retention: event metadata, back-fill, archive, the sweeper.
-        tracked, retention_rooms = TrackedEvents(main), RetentionRooms(main)
-        self.tracker = RetentionTracker(tracked, retention_rooms, config.bot.user_id)
-        self.backfiller = Backfiller(
-            self.gateway, tracked, retention_rooms, self.tracker.backfill_wanted, bus=bus
-        )
-        archiver = None
-        if config.retention.archive_public_key:
-            archiver = Archiver(
-                config.retention.archive_public_key,
-                self.gateway,
-                MessageArchive(main),
-                tracked,
-                self.audit,
-                clock,
-            )
-        self.retention = RetentionService(
-            config,
-            self.gateway,
-            self.effects,
-            self.policy,
-            self.rooms,
-            tracked,
-            retention_rooms,
-            self.audit,
-            self.metrics,
-            self.alerts,
-            archiver,
-            self.backfiller,
-            clock=clock,
-        )
-        # Commands: what their handlers may use, typed (bot/commands/services.py).
-        services = Services(
+    def _given(self, main: Database) -> Given:
+        return Given(
+            config=self.config,
+            clock=self.clock,
+            bus=self.bus,
+            db=main,
+            gateway=self.gateway,
+            effects=self.effects,
             registry=self.registry,
-            prefix=config.bot.command_prefix,
-            clock=clock,
-            rooms=self.rooms,
-            policy=self.policy,
-            posture=self.posture,
-            consent=self.consent,
-            consent_grants=self.consent_grants,
-            staff_admin=self.staff_admin,
-            audit_tools=self.audit_tools,
-            retention=self.retention,
-            room_creator=self.room_creator,
-            verification=self.verification,
-            status=self,
+            metrics=self.metrics,
+            web=self.web,
+            started_at=self.started_at,
             role_warning=self.role_warning,
         )
-        self.commands = CommandService(
-            config, self.registry, self.gateway, self.effects, self.access, services
-        )
-        self.observers: list[Observer] = [
-            self.posture,
-            ConsentObserver(self.consent, self.policy, self.access, self.effects, self.metrics),
-            self.verification,
-            self.tracker,
-        ]
-        self.pipeline = EventPipeline(
-            config,
-            self.gateway,
-            self.audit,
-            self.sync_state,
-            self.pending,
-            self.rooms,
-            self.access,
-            self.commands,
-            self.observers,
-            metrics=self.metrics,
-            withheld_notices=WithheldNotices(clock),
-            outbox=outbox_repo,
-            clock=clock,
-            bus=bus,
-        )
-        self.sync_loop = SyncLoop(self.gateway, self.pipeline, self.sync_state, self.started_at)
-        self.retrier = DecryptionRetrier(self.gateway, self.pipeline, self.pending, clock)
-        self.admin_alerts = AdminAlerts(self.alerts, self.metrics)
 
-    def _subscribe(self) -> None:
+    def _subscribe(self, parts: Parts) -> None:
         """Who hears what, after it was committed (bot/service/events.py), in this order."""
         bus = self.bus
 
         async def wake_outbox(_: EffectsQueued) -> None:
-            self.outbox.wake()
+            parts.outbox.wake()
 
         async def alert(committed: Committed) -> None:
-            await self.admin_alerts.on_committed(committed.entries)
+            await parts.admin_alerts.on_committed(committed.entries)
 
         async def track(committed: Committed) -> None:
-            await self.tracker.on_committed(committed.entries)
+            await parts.tracker.on_committed(committed.entries)
 
         bus.subscribe(EffectsQueued, wake_outbox)
         bus.subscribe(Committed, alert)
         bus.subscribe(Committed, track)
-        bus.subscribe(PolicyChanged, self.posture.on_policy_change)
-        bus.subscribe(PolicyChanged, self.consent.on_policy_changed)
-        bus.subscribe(PolicyChanged, self.retention.on_policy_changed)
-        bus.subscribe(HistoryRecorded, self.retention.on_history_recorded)
+        bus.subscribe(PolicyChanged, parts.posture.on_policy_change)
+        bus.subscribe(PolicyChanged, parts.consent.on_policy_changed)
+        bus.subscribe(PolicyChanged, parts.retention.on_policy_changed)
+        bus.subscribe(HistoryRecorded, parts.retention.on_history_recorded)
 
-    async def _record_start(self) -> None:
+    async def _record_start(self, parts: Parts) -> None:
         await record_audit(
-            self.audit,
+            parts.audit,
             [
                 AuditEntry(
                     actor="system",
@@ -386,22 +210,22 @@ class Chaperone:
             ],
         )
         if self.role_warning:
-            await self.alerts.send(f"WARNING: {self.role_warning}")
-        await self.checkpointer.checkpoint("start")
+            await parts.alerts.send(f"WARNING: {self.role_warning}")
+        await parts.checkpointer.checkpoint("start")
 
-    def _background_tasks(self) -> list[asyncio.Task[None]]:
+    def _background_tasks(self, parts: Parts) -> list[asyncio.Task[None]]:
         assert self.leader is not None
         work: list[tuple[str, Coroutine[Any, Any, None]]] = [
-            ("sync", self.sync_loop.run()),
-            ("outbox", self.outbox.run()),
-            ("decryption-retry", self.retrier.run()),
-            ("sync-watch", self.admin_alerts.watch_sync(self.sync_loop)),
+            ("sync", parts.sync_loop.run(parts.pipeline)),
+            ("outbox", parts.outbox.run()),
+            ("decryption-retry", parts.retrier.run()),
+            ("sync-watch", parts.admin_alerts.watch_sync(parts.sync_loop)),
             ("leader", self.leader.keep()),
-            ("audit-checkpoint", self.checkpointer.run()),
-            ("backfill", self.backfiller.run()),
-            ("consent-check", self.consent_renewal.run()),
-            ("verification", self.verification.run()),
-            ("retention-sweep", self.retention.run(self.sync_loop.first_batch_done)),
+            ("audit-checkpoint", parts.checkpointer.run()),
+            ("backfill", parts.backfiller.run()),
+            ("consent-check", parts.consent_renewal.run()),
+            ("verification", parts.verification.run()),
+            ("retention-sweep", parts.retention.run(parts.sync_loop.first_batch_done)),
         ]
         return [asyncio.create_task(coro, name=name) for name, coro in work]
 
@@ -469,13 +293,14 @@ class Chaperone:
         await _stop_tasks(self.tasks)
         self.tasks = []
         if self.active:
-            await _within("the outbox", self.outbox.stop())  # the rest waits in Postgres
+            parts = self.parts
+            await _within("the outbox", parts.outbox.stop())  # the rest waits in Postgres
             self.active = False
             stopped = AuditEntry(
                 actor="system", action="bot.stopped", subject=self.config.bot.user_id
             )
-            await _within("the bot.stopped audit row", record_audit(self.audit, [stopped]))
-            await _within("the audit checkpoint", self.checkpointer.checkpoint("stop"))
+            await _within("the bot.stopped audit row", record_audit(parts.audit, [stopped]))
+            await _within("the audit checkpoint", parts.checkpointer.checkpoint("stop"))
             await _within("the Matrix client", self.gateway.close())
         if self.dbs is not None:
             dbs, self.dbs = self.dbs, None
@@ -487,24 +312,3 @@ class Chaperone:
         if self.embedded is not None:
             embedded, self.embedded = self.embedded, None
             await _within("the embedded Postgres", embedded.astop())
-
-    async def status_lines(self) -> list[str]:
-        lag = self.sync_loop.lag_seconds()
-        first = self.sync_loop.first_batch_seconds
-        return [
-            f"Chaperone {__version__} as {self.config.bot.user_id}, "
-            f"device {self.gateway.device_id}",
-            f"Up {time.monotonic() - self.started_at:.0f} s; first sync processed "
-            + (f"{first:.2f} s after start" if first is not None else "not yet"),
-            "Sync: "
-            + (f"last batch {lag:.1f} s ago" if lag is not None else "not synced yet")
-            + (f"; last error {self.sync_loop.last_error}" if self.sync_loop.last_error else ""),
-            f"Managed rooms: {len(await self.rooms.managed())}",
-            f"Messages waiting for keys: {len(await self.pending.all())}; "
-            f"given up: {self.retrier.failures}",
-            f"Management room: {self.config.bot.management_room or 'not configured'}; "
-            f"HTTP on {self.config.http.host}:{self.web.port}",
-            self.retention.status_line(),
-            await self.consent_renewal.status_line(),
-            await self.outbox.status_line(),
-        ]

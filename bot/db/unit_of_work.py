@@ -17,6 +17,14 @@ lock: the read cannot be overtaken between the decision and the commit. Writes t
 their own earlier run (a replayed command) are idempotent, and so is the audit append (per
 `(event_id, action)`), so a repeat stores nothing twice.
 
+While a sync batch is handled nothing writes: handlers add their writes to the batch's
+outcome (`BatchOutcome.writes`) and the batch's unit stores them after its audit rows; a later
+event of the same batch that must see a write's effect reads it from the batch memo
+(`bot/batch_scope.keep`, as the bot's own join does for "is this room managed").
+Background loops' bookkeeping that records no audit row (a retry counter, a removal in
+progress, an effect's attempt) is one statement in a transaction of its own: it never holds
+the audit lock, so it cannot take part in the deadlock above.
+
 `tests/unit/test_unit_of_work_guard.py` fails if anything in `bot/` but this module and
 `AuditLog` itself calls `audit.append(`.
 """

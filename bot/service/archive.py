@@ -18,7 +18,6 @@ from bot.db.archive import ArchiveFilter, MessageArchive
 from bot.db.audit import AuditEntry, AuditLog
 from bot.db.tracked_events import TrackedEvents
 from bot.db.unit_of_work import UnitOfWork
-from bot.matrix.gateway import MatrixGateway
 from bot.policy.archive import (
     archive_record,
     key_id,
@@ -31,6 +30,7 @@ from bot.policy.archive import (
 )
 from bot.policy.retention import TrackedEvent, to_ms
 from bot.service.audit_cli import FilterError, main_database, parse_filters
+from bot.service.ports import Decryptor
 
 
 class Archiver:
@@ -39,7 +39,8 @@ class Archiver:
     def __init__(
         self,
         public_key_text: str,
-        gateway: MatrixGateway,
+        bot_user_id: str,
+        decryptor: Decryptor,
         archive: MessageArchive,
         tracked: TrackedEvents,
         audit: AuditLog,
@@ -47,18 +48,18 @@ class Archiver:
     ) -> None:
         self.public_key = parse_public_key(public_key_text)
         self.key_id = key_id(self.public_key)
-        self.gateway = gateway
+        self.decryptor = decryptor
         self.archive = archive
         self.tracked = tracked
         self.audit = audit
         self.clock = clock
-        self.bot_user_id = gateway.config.bot.user_id
+        self.bot_user_id = bot_user_id
 
     async def _plaintext(self, raw: dict[str, Any]) -> dict[str, Any] | None:
         if raw.get("type") != "m.room.encrypted":
             return None
         try:
-            return (await self.gateway.decrypt(raw)).raw
+            return (await self.decryptor.decrypt(raw)).raw
         except (SessionNotFound, DecryptionError):
             return None  # keys the bot never had: the ciphertext is sealed instead
 

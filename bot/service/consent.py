@@ -15,7 +15,7 @@ from bot.db.audit import AuditEntry, AuditLog
 from bot.db.consent import ConsentRepo
 from bot.db.consent_notices import ConsentNotices
 from bot.db.message_counts import MessageCounts
-from bot.db.unit_of_work import record_audit
+from bot.db.unit_of_work import Write, record_audit
 from bot.matrix.effects import MatrixEffects
 from bot.policy.consent import (
     ConsentRecord,
@@ -28,7 +28,7 @@ from bot.policy.roles import Role
 from bot.service.access import AccessService
 from bot.service.events import PolicyChanged
 from bot.service.failures import error_reference
-from bot.service.observers import BatchOutcome, Write
+from bot.service.observers import BatchOutcome
 from bot.service.outbox import EFFECT_EVENT_ID, EffectQueue, queued_notice
 from bot.service.policy import PolicyService
 from bot.service.ports import RoomReader

@@ -41,7 +41,6 @@ class DecryptionRetrier:
         self.request_after = request_after
         self.give_up_after = give_up_after
         self.poll_interval = poll_interval
-        self.failures = 0
         self.outage = Outage(log, "Retrying pending decryptions", backoff)
 
     async def run(self) -> None:
@@ -93,7 +92,6 @@ class DecryptionRetrier:
     async def _fail(
         self, raw: dict[str, Any], reason: str, *, withheld_code: str | None = None
     ) -> None:
-        self.failures += 1
         log.warning(
             "Giving up decrypting %s in %s: %s", raw.get("event_id"), raw.get("room_id"), reason
         )

@@ -8,15 +8,13 @@ commit (bot.service.outbox), so a retried or replayed batch never repeats one.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from bot.db.audit import AuditEntry
 from bot.db.outbox import QueuedEffect
+from bot.db.unit_of_work import Write
 from bot.matrix.facts import MembershipFact, MessageFact
-
-Write = Callable[[], Awaitable[None]]
 
 
 @dataclass

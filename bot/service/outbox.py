@@ -25,14 +25,14 @@ from mautrix.errors import MatrixRequestError, MForbidden, MNotFound
 from bot.clock import Clock
 from bot.db.audit import AuditEntry, AuditLog
 from bot.db.outbox import OutboxRepo, QueuedEffect, WaitingEffect
-from bot.db.unit_of_work import UnitOfWork
+from bot.db.unit_of_work import UnitOfWork, Write
 from bot.matrix.effects import MatrixEffects
 from bot.matrix.ratelimit import RateLimited
 from bot.policy.retention import pacing_delay
 from bot.service.background import Backoff, Outage, run_forever
 from bot.service.events import EffectsQueued, EventBus
 from bot.service.failures import error_reference
-from bot.service.observers import BatchOutcome, Write
+from bot.service.observers import BatchOutcome
 
 log = logging.getLogger("chaperone.outbox")
 

@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 from mautrix.errors import DecryptionError, SessionNotFound
 
-from bot.batch_scope import batch_scope
+from bot.batch_scope import batch_scope, keep
 from bot.clock import Clock
 from bot.config import Config
 from bot.db.audit import AuditEntry, AuditLog
@@ -411,10 +411,14 @@ class EventPipeline:
         )
         if action is None or await self.was_audited(outcome, fact.event_id, action):
             return
+        # Stored with the batch's unit (after its audit rows); later events of this batch see
+        # the room as managed (or not) from the batch's memo.
         if action == "room.joined":
-            await self.rooms.joined(fact.room_id, fact.sender)
+            outcome.writes.append(partial(self.rooms.joined, fact.room_id, fact.sender))
+            keep(("managed", fact.room_id), True)
         elif action == "room.left":
-            await self.rooms.left(fact.room_id)
+            outcome.writes.append(partial(self.rooms.left, fact.room_id))
+            keep(("managed", fact.room_id), False)
         outcome.entries.append(
             AuditEntry(
                 actor=fact.sender,

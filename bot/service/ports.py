@@ -78,5 +78,22 @@ class SyncSource(Protocol):
     async def sync(self, since: str | None, timeout_ms: int) -> SyncBatch: ...
 
 
+class RoomHistory(Protocol):
+    """A room's history as the homeserver holds it now, and the bot's power over it (for
+    retention: back-fill, removal, the room's notices)."""
+
+    async def fetch_event(self, room_id: str, event_id: str) -> dict[str, Any] | None: ...
+
+    async def messages_page(
+        self, room_id: str, token: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]: ...
+
+    async def may_redact_others(self, room_id: str) -> bool: ...
+
+    async def may_send_state(self, room_id: str, event_type: str) -> bool: ...
+
+    async def purge_status(self, purge_id: str) -> tuple[str, str | None]: ...
+
+
 class MatrixPort(RoomReader, EventSource, SyncSource, Protocol):
     """Every port at once: what the gateway and the test fake both provide."""

@@ -24,8 +24,6 @@ from bot.db.rooms import RoomsRepo
 from bot.db.tracked_events import TrackedEvents
 from bot.db.unit_of_work import UnitOfWork, record_audit
 from bot.matrix.effects import MatrixEffects
-from bot.matrix.gateway import MatrixGateway
-from bot.matrix.history import may_redact_others
 from bot.metrics import Metrics
 from bot.policy.retention import (
     Preview,
@@ -42,6 +40,7 @@ from bot.service.background import Backoff, Outage
 from bot.service.events import HistoryRecorded, PolicyChanged
 from bot.service.failures import error_reference
 from bot.service.policy import PolicyService
+from bot.service.ports import RoomHistory
 from bot.service.retention_notices import RoomNotices, sweep_report
 from bot.service.retention_purge import purge_room
 from bot.service.retention_redact import redact_room
@@ -104,7 +103,7 @@ class RetentionService:
     def __init__(
         self,
         config: Config,
-        gateway: MatrixGateway,
+        history: RoomHistory,
         effects: MatrixEffects,
         policy: PolicyService,
         rooms: RoomsRepo,
@@ -122,7 +121,7 @@ class RetentionService:
         backoff: Backoff | None = None,
     ) -> None:
         self.config = config
-        self.gateway = gateway
+        self.history = history
         self.effects = effects
         self.policy = policy
         self.rooms = rooms
@@ -140,7 +139,7 @@ class RetentionService:
         self.minimum = config.retention.minimum_seconds
         self.method = config.retention.method
         self.notices = RoomNotices(
-            config, gateway, effects, rooms_state, policy, archived=archiver is not None
+            config, history, effects, rooms_state, policy, archived=archiver is not None
         )
         self.requests: asyncio.Queue[SweepRequest] = asyncio.Queue()
         self.progress: RoomSweep | None = None
@@ -304,7 +303,7 @@ class RetentionService:
     async def _remove_due(
         self, room_id: str, policy: RoomPolicy, cutoff: int, retry_before: int, result: RoomSweep
     ) -> None:
-        if self.method == "redact" and not await may_redact_others(self.gateway, room_id):
+        if self.method == "redact" and not await self.history.may_redact_others(room_id):
             result.no_power = True
             await self.alerts.send(
                 f"Retention cannot remove messages in {room_id}: the bot's power level is below "

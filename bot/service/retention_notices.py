@@ -11,12 +11,11 @@ from typing import TYPE_CHECKING
 from bot.config import Config
 from bot.db.retention_rooms import RetentionRooms
 from bot.matrix.effects import MatrixEffects
-from bot.matrix.gateway import MatrixGateway
-from bot.matrix.history import may_send_state
 from bot.policy.retention import announcement, effective_retention, state_content
 from bot.policy.room_policy import RoomPolicy
 from bot.service.failures import error_reference
 from bot.service.policy import PolicyService
+from bot.service.ports import RoomHistory
 from bot.service.tracking import paced
 
 if TYPE_CHECKING:
@@ -31,7 +30,7 @@ class RoomNotices:
     def __init__(
         self,
         config: Config,
-        gateway: MatrixGateway,
+        history: RoomHistory,
         effects: MatrixEffects,
         rooms_state: RetentionRooms,
         policy: PolicyService,
@@ -39,7 +38,7 @@ class RoomNotices:
         archived: bool,
     ) -> None:
         self.policy = policy
-        self.gateway = gateway
+        self.history = history
         self.effects = effects
         self.rooms_state = rooms_state
         self.minimum = config.retention.minimum_seconds
@@ -94,7 +93,7 @@ class RoomNotices:
             current = await self.rooms_state.published(room_id)
             if current == content or (current is None and not content):
                 return
-            if not await may_send_state(self.gateway, room_id, RETENTION_STATE):
+            if not await self.history.may_send_state(room_id, RETENTION_STATE):
                 log.info("No power to publish %s in %s", RETENTION_STATE, room_id)
                 return
             done = await paced(lambda: self.effects.set_state(room_id, RETENTION_STATE, content))

@@ -8,8 +8,7 @@ import asyncio
 from functools import partial
 from typing import TYPE_CHECKING
 
-from bot.matrix.history import fetch_event, is_redacted
-from bot.matrix.synapse_admin import SynapseAdmin
+from bot.matrix.history import is_redacted
 
 if TYPE_CHECKING:
     from bot.service.retention import RetentionService, RoomSweep
@@ -28,13 +27,13 @@ async def purge_room(
     due = await service.tracked.due(room_id, cutoff, retry_before, MAX_EVENTS_PER_PURGE)
     if not due:
         return
-    gateway = service.gateway
+    history = service.history
     if service.archiver is not None:
         for event in due:
             if event.archived:
                 continue
             raw = await service.paced(
-                partial(fetch_event, gateway, room_id, event.event_id), result
+                partial(history.fetch_event, room_id, event.event_id), result
             )
             if raw is None or is_redacted(raw):
                 continue  # nothing left to archive; the look-up below records it
@@ -54,16 +53,15 @@ async def purge_room(
     if not started.done or started.event_id is None:
         return
     purge_id = started.event_id
-    admin = SynapseAdmin(gateway)
     while True:
-        status, error = await service.paced(lambda: admin.purge_status(purge_id), result)
+        status, error = await service.paced(lambda: history.purge_status(purge_id), result)
         if status == "complete":
             break
         if status == "failed":
             raise PurgeFailed(f"Synapse purge {purge_id} failed: {error}")
         await asyncio.sleep(service.purge_poll_seconds)
     for event in due:
-        raw = await service.paced(partial(fetch_event, gateway, room_id, event.event_id), result)
+        raw = await service.paced(partial(history.fetch_event, room_id, event.event_id), result)
         if raw is None:
             await service.record_removal(
                 event,

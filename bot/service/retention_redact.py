@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from mautrix.errors import MForbidden, MNotFound
 
-from bot.matrix.history import fetch_event, is_redacted
+from bot.matrix.history import is_redacted
 from bot.policy.retention import (
     TrackedEvent,
     effective_retention,
@@ -58,7 +58,7 @@ async def _redact_one(
     room_id, event_id = event.room_id, event.event_id
     raw: dict[str, Any] | None = None
     if in_flight or (service.archiver is not None and not event.archived):
-        raw = await service.paced(lambda: fetch_event(service.gateway, room_id, event_id), result)
+        raw = await service.paced(lambda: service.history.fetch_event(room_id, event_id), result)
         if raw is None or is_redacted(raw):
             await _already_removed(service, event, raw, result)
             return True

@@ -24,12 +24,10 @@ class SyncLoop:
     def __init__(
         self,
         gateway: SyncSource,
-        pipeline: EventPipeline,
         sync_state: SyncState,
         started_at: float,
     ) -> None:
         self.gateway = gateway
-        self.pipeline = pipeline
         self.sync_state = sync_state
         self.started_at = started_at
         self.first_batch_seconds: float | None = None
@@ -40,7 +38,9 @@ class SyncLoop:
         # One warning per outage (the tracebacks only at debug), one line when it recovers.
         self.outage = Outage(log, "Syncing", Backoff(initial=1.0, cap=30.0))
 
-    async def run(self) -> None:
+    async def run(self, pipeline: EventPipeline) -> None:
+        """Sync and hand each batch to `pipeline` until cancelled. (The pipeline is given
+        here, not when the loop is made: what reports on the loop is built before it.)"""
         account = self.gateway.user_id
         since = await self.sync_state.get(account)
         failures = 0
@@ -49,9 +49,9 @@ class SyncLoop:
                 batch = await self.gateway.sync(since, LONG_POLL_MS if self.batches else 0)
                 received = time.monotonic()
                 if failures >= ISOLATE_AFTER_FAILURES:
-                    await self.pipeline.handle_batch_event_by_event(batch)
+                    await pipeline.handle_batch_event_by_event(batch)
                 else:
-                    await self.pipeline.handle_batch(batch)
+                    await pipeline.handle_batch(batch)
             except asyncio.CancelledError:
                 raise
             except Exception as e:

@@ -14,14 +14,14 @@ from bot.db.audit import AuditEntry
 from bot.db.retention_rooms import RetentionRooms
 from bot.db.tracked_events import TrackedEvents
 from bot.matrix.facts import MembershipFact
-from bot.matrix.gateway import MatrixGateway
-from bot.matrix.history import is_redacted, messages_page
+from bot.matrix.history import is_redacted
 from bot.matrix.ratelimit import retry_rate_limited
 from bot.policy.retention import TrackedEvent, is_retention_reason, pacing_delay
 from bot.policy.storable import storable_text
 from bot.service.background import Backoff, Outage, run_forever
 from bot.service.events import EventBus, HistoryRecorded
 from bot.service.observers import BatchOutcome, Observer
+from bot.service.ports import RoomHistory
 
 log = logging.getLogger("chaperone.retention.tracking")
 
@@ -166,7 +166,7 @@ class Backfiller:
 
     def __init__(
         self,
-        gateway: MatrixGateway,
+        history: RoomHistory,
         tracked: TrackedEvents,
         rooms_state: RetentionRooms,
         wake: asyncio.Event,
@@ -175,7 +175,7 @@ class Backfiller:
         backoff: Backoff | None = None,
         bus: EventBus | None = None,
     ) -> None:
-        self.gateway = gateway
+        self.history = history
         self.tracked = tracked
         self.rooms_state = rooms_state
         self.wake = wake
@@ -205,7 +205,7 @@ class Backfiller:
         seen = 0
         token: str | None = None
         while True:
-            page, following = await paced(partial(messages_page, self.gateway, room_id, token))
+            page, following = await paced(partial(self.history.messages_page, room_id, token))
             events = [e for e in (tracked_from_raw(raw) for raw in page) if e is not None]
             await self.tracked.record(events)
             seen += len(events)

@@ -86,7 +86,7 @@ class RunningBot:
         self._task = asyncio.create_task(self.app.run_until_stopped(self._stop))
         deadline = asyncio.get_running_loop().time() + timeout
         while (
-            not hasattr(self.app, "sync_loop") or not self.app.sync_loop.first_batch_done.is_set()
+            not self.app.started.is_set() or not self.app.parts.sync_loop.first_batch_done.is_set()
         ):
             if self._task.done():
                 self._task.result()

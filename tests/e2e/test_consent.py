@@ -144,7 +144,7 @@ async def test_terms_on_join_then_unconsented_message_redacted_once_noticed_then
     assert details(granted)["terms_sha256"] == row["terms_sha256"]
 
 
-async def test_staff_messages_outside_hours_over_the_limit_and_after_revoke_are_flagged(
+async def test_staff_messages_outside_hours_and_after_revoke_are_flagged(
     bot_env: BotEnv, running_bot: RunningBot, e2ee_user: MakeE2EEUser, db_url: str
 ) -> None:
     staff, patient, room = await consent_room(bot_env, e2ee_user)
@@ -170,41 +170,18 @@ async def test_staff_messages_outside_hours_over_the_limit_and_after_revoke_are_
     assert len(notices(patient, room, bot_env, "not monitored")) == 1  # once per stretch
     assert len(await audit_rows(db_url, "notice.after_hours", room_id=room)) == 1
 
-    # Now hours that hold, one message a day: the first stands, the second is over the limit.
-    await command(
-        patient,
-        room,
-        bot_env,
-        f'consent agree hours="daily 08:00-20:00" tz={tz} max_per_day=1',
-        "at most 1 messages a day",
-    )
-    allowed = await staff.send_text(room, "see you at 3")
-    over = await staff.send_text(room, "and bring the form")
-    await staff.wait_for_redaction(room, over)
+    [violation] = await audit_rows(db_url, "policy.violation", room_id=room)
+    assert (violation["event_id"], details(violation)["kind"]) == (late, "outside_contact_hours")
 
+    # A revoke by chat command: the next staff message is removed. (Over the daily limit, and
+    # each kind's notices and counts: tests/service/test_consent_enforcement.py.)
     await command(patient, room, bot_env, "consent revoke", "consent is withdrawn")
     after_revoke = await staff.send_text(room, "one more thing")
     await staff.wait_for_redaction(room, after_revoke)
-    await command(staff, room, bot_env, "consent list", "Consent in this room")
-    assert allowed not in redacted(staff, room)
-    assert len(notices(staff, room, bot_env, "your message was removed")) == 1  # 10 minutes
-
-    kinds = {
-        r["event_id"]: details(r)["kind"]
-        for r in await audit_rows(db_url, "policy.violation", room_id=room)
-    }
-    assert kinds == {
-        late: "outside_contact_hours",
-        over: "over_max_per_day",
-        after_revoke: "staff_without_patient_consent",
-    }
     [revoked] = await audit_rows(db_url, "consent.revoked", room_id=room)
     assert revoked["subject"] == patient.user_id
     rows = await consent_rows(db_url)
-    assert [r["revoked_at"] is not None for r in rows] == [False, True]  # the newest is revoked
-    metrics = running_bot.app.metrics
-    assert metrics.violations.labels(kind="over_max_per_day")._value.get() == 1
-    assert metrics.redactions.labels(cause="consent")._value.get() == 3
+    assert [r["revoked_at"] is not None for r in rows] == [True]
 
 
 async def test_offline_consent_by_staff_with_its_note_and_bad_values_record_nothing(
@@ -276,7 +253,7 @@ async def test_renewal_is_asked_before_expiry_and_expiry_is_recorded(
     try:
         staff, patient, room = await consent_room(bot_env, e2ee_user)
         await command(patient, room, bot_env, "consent agree", "your consent is recorded")
-        consent, renewal = bot.app.consent, bot.app.consent_renewal
+        consent, renewal = bot.app.parts.consent, bot.app.parts.consent_renewal
         now = datetime.now(UTC)
 
         consent.clock = FakeClock(now + timedelta(hours=23))

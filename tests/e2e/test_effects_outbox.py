@@ -136,7 +136,10 @@ async def test_every_violation_is_redacted_under_default_limits_and_no_room_wait
         for event_id in sent:  # what every member now sees: the content is gone
             assert (await staff.get_event(flooded, event_id)).content.serialize() == {}
         assert await waiting_effects(db_url, flooded) == 0
-        assert "paced by the homeserver's rate limit" not in await running.app.outbox.status_line()
+        assert (
+            "paced by the homeserver's rate limit"
+            not in await running.app.parts.outbox.status_line()
+        )
     finally:
         await running.stop()
         for api in (bot_api, staff, patient, admin):

@@ -153,7 +153,7 @@ async def test_a_withheld_key_fails_at_once_and_the_room_is_told(
 async def test_a_key_that_never_comes_is_given_up_and_audited(
     bot_env: BotEnv, running_bot: RunningBot, e2ee_user: MakeE2EEUser, db_url: str
 ) -> None:
-    running_bot.app.retrier.give_up_after = 3.0
+    running_bot.app.parts.retrier.give_up_after = 3.0
     staff, patient, room_id = await staffed_room(bot_env, e2ee_user, running_bot)
     event_id, _ = await send_without_bot_key(patient, room_id, "lost forever")
     rows = await wait_rows(db_url, "decryption.failed", event_id=event_id, timeout=15)

@@ -78,7 +78,7 @@ async def test_warn_and_audit_modes_do_not_redact_and_only_admins_change_policy(
     changes = await audit_rows(db_url, "policy.changed", room_id=room)
     assert details(changes[-1]) == {"field": "retention", "old": "off", "new": "30d"}
     assert changes[-1]["actor"] == admin.user_id
-    assert (await running_bot.app.policy.get(room)).retention_seconds == 30 * 86400
+    assert (await running_bot.app.parts.policy.get(room)).retention_seconds == 30 * 86400
 
 
 async def test_switching_consent_to_required_asks_the_patients_already_there(

@@ -360,7 +360,7 @@ async def test_rate_limited_sweep_slows_down_finishes_and_fails_nothing(
             power_level_override=bot_is_admin,
         )
         await patient.join_room_by_id(room_id)
-        while room_id not in await bot.app.rooms.managed():
+        while room_id not in await bot.app.parts.rooms.managed():
             await asyncio.sleep(0.05)
         sent = [await patient.send_text(room_id, f"m{i}") for i in range(4)]
         sent += [await staff.send_text(room_id, f"s{i}") for i in range(2)]

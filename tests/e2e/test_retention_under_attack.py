@@ -61,8 +61,8 @@ async def test_a_legal_hold_arriving_mid_archive_stops_every_removal(
         await asyncio.sleep(1.2)
 
         app = bot.app
-        assert app.retention.archiver is not None
-        archiver = app.retention.archiver
+        assert app.parts.retention.archiver is not None
+        archiver = app.parts.retention.archiver
         archive_event = archiver.archive_event
         held: list[str] = []
 

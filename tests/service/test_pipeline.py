@@ -243,6 +243,55 @@ async def test_membership_and_power_level_changes_are_recorded(bot: ServiceBot) 
     assert await bot.db.fetchval("SELECT count(*) FROM rooms WHERE room_id = $1", ROOM) == 1
 
 
+class SeesManaged(Observer):
+    """Notes, for each message, whether its room is managed at that point of the batch."""
+
+    def __init__(self, bot_rooms: Any) -> None:
+        self.rooms = bot_rooms
+        self.seen: list[bool] = []
+
+    async def on_message(self, fact: Any, outcome: BatchOutcome) -> None:
+        self.seen.append(await self.rooms.is_managed(fact.room_id))
+
+
+class FailsOnJoin(Observer):
+    async def on_membership(self, fact: Any, outcome: BatchOutcome) -> None:
+        raise RuntimeError("a bug in a membership observer")
+
+
+async def test_the_bots_join_is_stored_with_the_batch_and_seen_by_its_later_events(
+    db: Database, audit: AuditLog
+) -> None:
+    from bot.db.rooms import RoomsRepo
+
+    sees = SeesManaged(RoomsRepo(db))
+    bot = build(db, audit, observers=[sees])
+    care_room(bot)
+    before = bot.message(STAFF, "before the join")
+    joined = bot.member(BOT, "join", prev="invite")
+    after = bot.message(STAFF, "after the join")
+    await bot.handle(before, joined, after)
+
+    assert sees.seen == [False, True]
+    assert await db.fetchval("SELECT count(*) FROM rooms WHERE left_at IS NULL") == 1
+    # The join's row comes after its audit row in the same commit: one transaction.
+    await bot.handle(bot.member(BOT, "leave", prev="join"), bot.message(STAFF, "gone"))
+    assert sees.seen == [False, True, False]
+    assert await db.fetchval("SELECT count(*) FROM rooms WHERE left_at IS NULL") == 0
+
+
+async def test_a_join_whose_handling_fails_does_not_make_the_room_managed(
+    db: Database, audit: AuditLog
+) -> None:
+    bot = build(db, audit, observers=[FailsOnJoin()])
+    care_room(bot)
+    joined = bot.member(BOT, "join", prev="invite")
+    await bot.handle(joined)
+
+    assert await bot.actions(joined["event_id"]) == ["event.failed"]
+    assert await db.fetchval("SELECT count(*) FROM rooms") == 0
+
+
 async def test_invites_from_staff_are_joined_others_rejected(bot: ServiceBot) -> None:
     staff_invite = {"type": "m.room.member", "sender": STAFF, "event_id": "$inv1"}
     stranger_invite = {"type": "m.room.member", "sender": PATIENT, "event_id": "$inv2"}
