@@ -232,7 +232,7 @@ def build_parts(given: Given) -> Parts:
         status=status,
         role_warning=given.role_warning,
     )
-    commands = CommandService(config, given.registry, gateway, effects, access, services)
+    commands = CommandService(config, given.registry, gateway, access, services)
     pipeline = EventPipeline(
         config,
         gateway,

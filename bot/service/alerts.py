@@ -7,13 +7,13 @@ import logging
 from mautrix.errors import MForbidden, MLimitExceeded
 
 from bot.config import Config
-from bot.matrix.effects import MatrixEffects
+from bot.service.ports import Notices
 
 log = logging.getLogger("chaperone.alerts")
 
 
 class Alerts:
-    def __init__(self, config: Config, effects: MatrixEffects) -> None:
+    def __init__(self, config: Config, effects: Notices) -> None:
         self.room_id = config.bot.management_room
         self.effects = effects
 

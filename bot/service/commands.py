@@ -18,7 +18,6 @@ from bot.commands.registry import (
 from bot.commands.services import Services
 from bot.config import Config
 from bot.db.audit import AuditEntry
-from bot.matrix.effects import MatrixEffects
 from bot.matrix.facts import MessageFact
 from bot.policy.command_gate import gate_command
 from bot.policy.command_line import CommandSyntaxError, split_command, strip_prefix
@@ -40,14 +39,12 @@ class CommandService:
         config: Config,
         registry: CommandRegistry,
         gateway: RoomReader,
-        effects: MatrixEffects,
         access: AccessService,
         services: Services,
     ) -> None:
         self.config = config
         self.registry = registry
         self.gateway = gateway
-        self.effects = effects
         self.access = access
         self.services = services
         self.prefix = config.bot.command_prefix

@@ -16,7 +16,6 @@ from bot.db.consent import ConsentRepo
 from bot.db.consent_notices import ConsentNotices
 from bot.db.message_counts import MessageCounts
 from bot.db.unit_of_work import Write, record_audit
-from bot.matrix.effects import MatrixEffects
 from bot.policy.consent import (
     ConsentRecord,
     Validity,
@@ -31,7 +30,7 @@ from bot.service.failures import error_reference
 from bot.service.observers import BatchOutcome
 from bot.service.outbox import EFFECT_EVENT_ID, EffectQueue, queued_notice
 from bot.service.policy import PolicyService
-from bot.service.ports import RoomReader
+from bot.service.ports import Notices, RoomReader
 
 log = logging.getLogger("chaperone.consent")
 
@@ -55,7 +54,7 @@ class ConsentService:
         audit: AuditLog,
         access: AccessService,
         gateway: RoomReader,
-        effects: MatrixEffects,
+        effects: Notices,
         policy: PolicyService,
         clock: Clock,
         queue: EffectQueue,

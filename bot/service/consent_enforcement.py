@@ -8,7 +8,6 @@ import logging
 from datetime import UTC, datetime
 
 from bot.db.audit import AuditEntry
-from bot.matrix.effects import MatrixEffects
 from bot.matrix.facts import MembershipFact, MessageFact
 from bot.metrics import Metrics
 from bot.policy.consent import (
@@ -31,6 +30,7 @@ from bot.service.consent import ConsentService
 from bot.service.observers import BatchOutcome, Observer
 from bot.service.outbox import EFFECT_EVENT_ID, queued_notice, queued_redaction
 from bot.service.policy import PolicyService
+from bot.service.ports import Notices
 
 log = logging.getLogger("chaperone.consent")
 
@@ -49,7 +49,7 @@ class ConsentObserver(Observer):
         consent: ConsentService,
         policy: PolicyService,
         access: AccessService,
-        effects: MatrixEffects,
+        effects: Notices,
         metrics: Metrics,
     ) -> None:
         self.consent = consent

@@ -26,13 +26,13 @@ from bot.clock import Clock
 from bot.db.audit import AuditEntry, AuditLog
 from bot.db.outbox import OutboxRepo, QueuedEffect, WaitingEffect
 from bot.db.unit_of_work import UnitOfWork, Write
-from bot.matrix.effects import MatrixEffects
 from bot.matrix.ratelimit import RateLimited
 from bot.policy.retention import pacing_delay
 from bot.service.background import Backoff, Outage, run_forever
 from bot.service.events import EffectsQueued, EventBus
 from bot.service.failures import error_reference
 from bot.service.observers import BatchOutcome
+from bot.service.ports import Notices
 
 log = logging.getLogger("chaperone.outbox")
 
@@ -113,7 +113,7 @@ class EffectsOutbox:
     def __init__(
         self,
         repo: OutboxRepo,
-        effects: MatrixEffects,
+        effects: Notices,
         audit: AuditLog,
         clock: Clock,
         alert: Alert,

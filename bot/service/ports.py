@@ -8,9 +8,10 @@ for a need; a service asks for the smallest one that covers what it calls.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
+from bot.matrix.effects import EffectResult
 from bot.matrix.gateway import Decrypted, SyncBatch
 
 
@@ -76,6 +77,28 @@ class SyncSource(Protocol):
     def user_id(self) -> str: ...
 
     async def sync(self, since: str | None, timeout_ms: int) -> SyncBatch: ...
+
+
+class Notices(Protocol):
+    """Telling a room something and removing a message: what the outbox, alerts and the
+    consent flow do to rooms. With `dry_run` nothing in a room is changed (notices still go)."""
+
+    @property
+    def dry_run(self) -> bool: ...
+
+    async def notice(
+        self,
+        room_id: str,
+        text: str,
+        *,
+        mentions: Sequence[str] = (),
+        html: str | None = None,
+        txn_id: str | None = None,
+    ) -> str: ...
+
+    async def redact(
+        self, room_id: str, event_id: str, reason: str, *, txn_id: str | None = None
+    ) -> EffectResult: ...
 
 
 class RoomHistory(Protocol):

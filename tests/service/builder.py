@@ -37,7 +37,6 @@ from bot.db.room_policy import RoomPolicyRepo
 from bot.db.rooms import RoomsRepo
 from bot.db.staff import StaffRepo
 from bot.db.sync_state import SyncState
-from bot.matrix.effects import MatrixEffects
 from bot.matrix.gateway import SyncBatch
 from bot.metrics import Metrics
 from bot.service.access import AccessService
@@ -188,9 +187,6 @@ def build(
     clock = FakeClock(START)
     matrix = FakeMatrix(BOT)
     effects = FakeEffects(dry_run=dry_run)
-    # MatrixEffects is a concrete class (bot/matrix/effects.py); the services reached here use
-    # its dry_run flag and notice/redact only, which FakeEffects has.
-    matrix_effects = cast(MatrixEffects, effects)
     access = AccessService(config, StaffRepo(db), matrix)
     policy = PolicyService(config, RoomPolicyRepo(db, defaults_from(config)), audit)
     outbox_repo = OutboxRepo(db)
@@ -203,7 +199,7 @@ def build(
         audit,
         access,
         matrix,
-        matrix_effects,
+        effects,
         policy,
         clock,
         queue,
@@ -211,7 +207,7 @@ def build(
     grants = ConsentGrants(config, consent.repo, audit, access, clock)
     metrics = Metrics()
     all_observers: list[Observer] = [
-        ConsentObserver(consent, policy, access, matrix_effects, metrics),
+        ConsentObserver(consent, policy, access, effects, metrics),
         *observers,
     ]
     policy.bus.subscribe(PolicyChanged, consent.on_policy_changed)
@@ -238,9 +234,7 @@ def build(
         status=NOT_REACHED,
         role_warning=None,
     )
-    # CommandService still asks for the MatrixGateway (bot/service/commands.py); it calls
-    # is_encrypted only, which the fake has.
-    commands = CommandService(config, registry, matrix, matrix_effects, access, services)
+    commands = CommandService(config, registry, matrix, access, services)
     pipeline = EventPipeline(
         config,
         matrix,
@@ -260,7 +254,7 @@ def build(
     async def no_alert(text: str) -> None:
         return None
 
-    outbox = EffectsOutbox(outbox_repo, matrix_effects, audit, clock, no_alert)
+    outbox = EffectsOutbox(outbox_repo, effects, audit, clock, no_alert)
     return ServiceBot(
         config=config,
         db=db,

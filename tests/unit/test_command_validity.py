@@ -149,7 +149,7 @@ def harness() -> Harness:
         registry.register(
             spec if isinstance(spec, policy_commands.PolicySetSpec) else recording(spec, services)
         )
-    service = CommandService(config(), registry, Gateway(), None, Access(), services)  # type: ignore[arg-type]
+    service = CommandService(config(), registry, Gateway(), Access(), services)  # type: ignore[arg-type]
     h = Harness(service, services)
     service.reply = h.record_reply  # type: ignore[method-assign,assignment]
     return h
