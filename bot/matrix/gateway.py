@@ -51,7 +51,7 @@ from bot.logging_setup import quiet_repeated_crypto_warnings
 from bot.matrix.crypto_store import BatchCachingCryptoStore, claimed_message_index
 from bot.matrix.facts import trust_name
 from bot.matrix.ratelimit import PacedHTTPAPI, retry_rate_limited
-from bot.matrix.state_store import MemberListStateStore
+from bot.matrix.state_store import MemberListStateStore, synced_state
 from bot.mautrix_compat import QuietClient
 from bot.policy.posture import creators_outrank_power_levels
 from bot.policy.withheld import WithheldKeys
@@ -277,7 +277,7 @@ class MatrixGateway:
             timeout=timeout_ms,
             filter_id=FilterID(self._filter_id) if self._filter_id else None,
         )
-        # Let mautrix's own handlers (to-device room keys, OTK counts, device lists, state store)
+        # Let mautrix's own handlers (to-device room keys, OTK counts) and the state store
         # finish before any timeline event is looked at, so keys from this batch can be used.
         # To-device events go one at a time, in order, and are waited for: mautrix runs their
         # handlers as background tasks, and two olm messages from one device decrypted at once
@@ -296,9 +296,14 @@ class MatrixGateway:
             )
             if handlers:
                 await asyncio.gather(*handlers)
-        tasks = self.client.handle_sync(cast(JSON, _state_only(raw)))
+        tasks = self.client.handle_sync(cast(JSON, _crypto_only(raw)))
         if tasks:
             await asyncio.gather(*tasks)
+        # Room state goes to mautrix's state store in a few statements, not one or two per
+        # event through its sync handlers (which would also not be waited for).
+        stale = await self.state_store.apply_sync(synced_state(raw, self.user_id, not since))
+        if stale:
+            await self.crypto_store.remove_outbound_group_sessions(stale)
         batch = SyncBatch(next_batch=raw["next_batch"], raw=raw)
         rooms = raw.get("rooms", {})
         # An initial sync without lazy-loaded members carries each joined room's whole state:
@@ -514,34 +519,16 @@ class MatrixGateway:
         await self.client.api.session.close()
 
 
-def _state_only(raw: dict[str, Any]) -> dict[str, Any]:
-    """The sync response as mautrix's own handlers need it: its state store and crypto read
-    state events (members, encryption, power levels) and device lists, while no handler of
-    ours is registered for timeline messages. Parsing the messages as well cost a tenth of a
-    catch-up; to-device events were already handled one by one."""
-    rooms = raw.get("rooms") or {}
-    trimmed: dict[str, Any] = {}
-    for kind, by_room in rooms.items():
-        if not isinstance(by_room, dict) or kind == "invite":
-            trimmed[kind] = by_room
-            continue
-        trimmed[kind] = {
-            room_id: {
-                **data,
-                "timeline": {
-                    **(data.get("timeline") or {}),
-                    "events": [
-                        evt
-                        for evt in _as_list((data.get("timeline") or {}).get("events"))
-                        if isinstance(evt, dict) and "state_key" in evt
-                    ],
-                },
-            }
-            if isinstance(data, dict)
-            else data
-            for room_id, data in by_room.items()
-        }
-    return {**raw, "rooms": trimmed, "to_device": {"events": []}}
+def _crypto_only(raw: dict[str, Any]) -> dict[str, Any]:
+    """The part of a sync response mautrix's own handlers still get: one-time key counts and
+    device lists for its olm machine. To-device events were handled one by one already, room
+    state goes to the state store in bulk (`synced_state`), and no handler of ours is
+    registered for timeline messages (parsing them cost a tenth of a catch-up)."""
+    return {
+        key: raw[key]
+        for key in ("device_one_time_keys_count", "device_lists")
+        if isinstance(raw.get(key), dict)
+    }
 
 
 def _current_state(room: dict[str, Any]) -> list[dict[str, Any]]:

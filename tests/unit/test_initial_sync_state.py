@@ -1,12 +1,13 @@
-"""What the gateway takes from a sync response before mautrix or the pipeline see it: a room's
-current state from an initial sync, and the trimmed copy mautrix's own handlers get. The
-response is the homeserver's, but the events in it were written by room members."""
+"""What the gateway takes from a sync response before the pipeline sees it: a room's current
+state from an initial sync (what mautrix's handlers and state store get is in
+test_synced_state.py). The response is the homeserver's, but the events in it were written by
+room members."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from bot.matrix.gateway import _current_state, _state_only
+from bot.matrix.gateway import _current_state
 
 
 def state(type_: str, key: str, **content: Any) -> dict[str, Any]:
@@ -55,23 +56,3 @@ def test_malformed_sections_and_events_are_skipped_not_raised() -> None:
     ]
     for room in rooms:
         assert _current_state(room) == []
-
-
-def test_mautrix_gets_state_events_only_and_invites_untouched() -> None:
-    message = {"type": "m.room.encrypted", "content": {}}
-    member = state("m.room.member", "@p:x", membership="join")
-    raw: dict[str, Any] = {
-        "next_batch": "s1",
-        "to_device": {"events": [{"type": "m.room_key"}]},
-        "rooms": {
-            "join": {"!a:x": {"timeline": {"events": [message, member, "junk"], "limited": True}}},
-            "leave": {"!b:x": "not a room"},
-            "invite": {"!c:x": {"invite_state": {"events": [member]}}},
-        },
-    }
-    trimmed = _state_only(raw)
-    assert trimmed["rooms"]["join"]["!a:x"]["timeline"] == {"events": [member], "limited": True}
-    assert trimmed["rooms"]["leave"]["!b:x"] == "not a room"
-    assert trimmed["rooms"]["invite"] == raw["rooms"]["invite"]
-    assert trimmed["to_device"] == {"events": []}
-    assert raw["rooms"]["join"]["!a:x"]["timeline"]["events"] == [message, member, "junk"]
