@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, cast
+from itertools import count
+from typing import Any, NamedTuple, cast
 
 import asyncpg
 import orjson
@@ -20,13 +22,13 @@ from bot.policy.audit_chain import (
     AuditRecord,
     ChainVerifier,
     Checkpoint,
-    build_record,
     canonical_json,
+    chain_hashes,
     check_checkpoints,
     contains_float,
     derive_chain_key,
 )
-from bot.policy.storable import is_storable_text, storable, storable_text
+from bot.policy.storable import storable, storable_text
 
 # pg_advisory_xact_lock key serializing appenders: the chain's next seq and prev_hash are read
 # and written under it, and it is held until the (outermost) transaction ends. An advisory lock
@@ -36,6 +38,16 @@ AUDIT_APPEND_LOCK_ID = 0x43_68_61_70_00_00_00_02
 COLUMNS = RECORD_FIELDS
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM audit_log"  # noqa: S608 (constant column list)
 STREAM_PREFETCH = 500
+
+# verify reads ts as the text the hash covers (format_ts's), written by Postgres: cheaper to
+# read than a datetime. NULL for a time no record can hold (before year 1, after 9999,
+# infinity), which then fails the check instead of the read; in between the text is
+# unambiguous.
+_TS_TEXT = """
+    CASE WHEN ts >= '0001-01-01T00:00:00Z' AND ts < '10000-01-01T00:00:00Z'
+        THEN to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+    END"""
+_VERIFY_SELECT = "SELECT " + ", ".join(_TS_TEXT if c == "ts" else c for c in COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -144,14 +156,16 @@ class AuditLog:
         # U+0000 and lone surrogates are escaped (Postgres and UTF-8 refuse them), so any text
         # is storable and the hash covers exactly what is stored. Serialized before touching
         # the database: bad data fails here, loudly.
-        entries, details_json = zip(*(_storable_entry(e) for e in entries), strict=True)
+        rows = [_new_row(e) for e in entries]
+        with_floats = [i for i, row in enumerate(rows) if row.floats]
         conn: Connection
         async with self.db.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", AUDIT_APPEND_LOCK_ID)
             # A statement of its own, after the lock: under READ COMMITTED it then sees the
             # chain head the previous lock holder committed. clock_timestamp(), not now(), so
-            # ts never goes backwards along seq. details go through jsonb and back so the hash
-            # covers exactly what verify() will read (jsonb normalizes numbers).
+            # ts never goes backwards along seq. Details holding a float go through jsonb and
+            # back, so the hash covers exactly what verify() will read (jsonb normalizes
+            # numbers; it keeps everything else as orjson wrote it).
             prep = await conn.fetchrow(
                 """
                 SELECT
@@ -168,53 +182,34 @@ class AuditLog:
                         )
                     ) AS stored
                 """,
-                list(details_json),
-                [e.event_id for e in entries],
-                [e.action for e in entries],
+                [rows[i].details_json for i in with_floats],
+                [row.event_id for row in rows],
+                [row.action for row in rows],
             )
             assert prep is not None
-            chained = self._chain(entries, prep)
-            if chained:
+            for i, stored_json in zip(with_floats, prep["details"], strict=True):
+                rows[i] = rows[i]._replace(
+                    details=json.loads(stored_json), details_json=stored_json
+                )
+            rows = _unstored(rows, prep["stored"])
+            first: int = (prep["head_seq"] or 0) + 1
+            ts: datetime = prep["ts"]
+            head_hash: str = prep["head_hash"] or GENESIS_HASH
+            hashes = chain_hashes(
+                first, ts, [row[:6] for row in rows], head_hash, key=self._chain_key
+            )
+            if rows:
                 await conn.copy_records_to_table(
                     "audit_log",
-                    records=[_row(record, details) for record, details in chained],
+                    records=[
+                        _copy_row(seq, ts, row, prev_hash, hash_)
+                        for seq, row, prev_hash, hash_ in zip(
+                            count(first), rows, [head_hash, *hashes], hashes
+                        )
+                    ],
                     columns=COLUMNS,
                 )
-        return [record.seq for record, _ in chained]
-
-    def _chain(
-        self, entries: Sequence[AuditEntry], prep: Mapping[str, Any]
-    ) -> list[tuple[AuditRecord, str]]:
-        """The new records, each with its details as jsonb text, skipping replays."""
-        seq: int = prep["head_seq"] or 0
-        prev_hash: str = prep["head_hash"] or GENESIS_HASH
-        ts: datetime = prep["ts"]
-        stored = {i - 1 for i in prep["stored"]}
-        seen: set[tuple[str, str]] = set()
-        chained = []
-        for i, (entry, details) in enumerate(zip(entries, prep["details"], strict=True)):
-            if entry.event_id is not None:
-                key = (entry.event_id, entry.action)
-                if i in stored or key in seen:
-                    continue
-                seen.add(key)
-            seq += 1
-            record = build_record(
-                seq,
-                ts,
-                entry.actor,
-                entry.action,
-                entry.room_id,
-                entry.event_id,
-                entry.subject,
-                # jsonb may write a float another way: hash what verify() will read.
-                json.loads(details) if contains_float(entry.details) else entry.details,
-                prev_hash,
-                key=self._chain_key,
-            )
-            chained.append((record, details))
-            prev_hash = record.hash
-        return chained
+        return list(range(first, first + len(rows)))
 
     async def exists(self, event_id: str, action: str) -> bool:
         """Whether (event_id, action) has been audited."""
@@ -279,13 +274,12 @@ class AuditLog:
         wanted = {cp.seq for cp in checkpoints}
         stored: dict[int, str] = {}
         last_seq = 0
-        async for records in self._chunks(f"{_SELECT} ORDER BY seq"):
-            for record in records:
-                verifier.feed(record)
-                if record.seq in wanted:
-                    stored[record.seq] = record.hash
-            if records:
-                last_seq = records[-1].seq
+        query = f"{_VERIFY_SELECT} FROM audit_log ORDER BY seq"
+        async for rows in self._row_chunks(query, read_ahead=True):
+            verifier.feed_rows(rows)
+            if wanted:
+                stored.update((row["seq"], row["hash"]) for row in rows if row["seq"] in wanted)
+            last_seq = rows[-1]["seq"]
         broken = verifier.first_broken_seq
         anchored = check_checkpoints(stored, last_seq, checkpoints)
         if broken is None and anchored.truncated_after_seq is not None:
@@ -336,20 +330,50 @@ class AuditLog:
                 yield record
 
     async def _chunks(self, query: str, *args: Any) -> AsyncGenerator[list[AuditRecord], None]:
-        """The rows in chunks of STREAM_PREFETCH (a row at a time costs verify a fifth more)."""
+        async for rows in self._row_chunks(query, *args):
+            yield [_record(row) for row in rows]
+
+    async def _row_chunks(
+        self, query: str, *args: Any, read_ahead: bool = False
+    ) -> AsyncGenerator[list[asyncpg.Record], None]:
+        """The rows in chunks of STREAM_PREFETCH (a row at a time costs verify a fifth more).
+
+        `read_ahead` asks for the next chunk before handing over this one, so Postgres reads
+        it meanwhile: only for a consumer that makes no other query until it asks for the next
+        chunk (the connection may be the caller's), as verify.
+        """
+        chunks = _read_ahead if read_ahead else _one_by_one
         async with _reader(self.db) as conn:
             raw = cast(asyncpg.Connection, conn.wrapped)
             if raw.is_in_transaction():
                 # Inside the caller's transaction: read what it sees, uncommitted rows included.
-                cursor = await raw.cursor(query, *args)
-                while rows := await cursor.fetch(STREAM_PREFETCH):
-                    yield [_record(row) for row in rows]
+                async for rows in chunks(await raw.cursor(query, *args)):
+                    yield rows
                 return
             # One snapshot for the whole read, however long the consumer takes.
             async with raw.transaction(isolation="repeatable_read", readonly=True):
-                cursor = await raw.cursor(query, *args)
-                while rows := await cursor.fetch(STREAM_PREFETCH):
-                    yield [_record(row) for row in rows]
+                async for rows in chunks(await raw.cursor(query, *args)):
+                    yield rows
+
+
+async def _one_by_one(
+    cursor: asyncpg.cursor.Cursor[Any],
+) -> AsyncIterator[list[asyncpg.Record]]:
+    while rows := await cursor.fetch(STREAM_PREFETCH):
+        yield rows
+
+
+async def _read_ahead(cursor: asyncpg.cursor.Cursor[Any]) -> AsyncIterator[list[asyncpg.Record]]:
+    """The cursor's rows in chunks, the next chunk asked for before this one is handed over:
+    Postgres reads it while the caller works on this one."""
+    pending = asyncio.ensure_future(cursor.fetch(STREAM_PREFETCH))
+    try:
+        while rows := await pending:
+            pending = asyncio.ensure_future(cursor.fetch(STREAM_PREFETCH))
+            await asyncio.sleep(0)  # the request goes out now
+            yield rows
+    finally:
+        await pending  # the connection is free again when the reader stops early
 
 
 @asynccontextmanager
@@ -367,44 +391,79 @@ async def _reader(db: Database) -> AsyncIterator[Connection]:
         yield conn
 
 
-def _storable_entry(entry: AuditEntry) -> tuple[AuditEntry, str]:
-    """The entry with every text storable, and its details as JSON."""
+class _NewRow(NamedTuple):
+    """An entry to append, every text storable, its details also as JSON text."""
+
+    actor: str
+    action: str
+    room_id: str | None
+    event_id: str | None
+    subject: str | None
+    details: dict[str, Any]
+    details_json: str
+    floats: bool
+    """Whether details hold a float: then they are hashed as jsonb gives them back."""
+
+
+def _new_row(entry: AuditEntry) -> _NewRow:
+    details = dict(entry.details)
     texts = (entry.actor, entry.action, entry.room_id, entry.event_id, entry.subject)
     try:  # the common case, checked at C speed: orjson refuses lone surrogates
-        details_json = orjson.dumps(dict(entry.details)).decode()
+        details_json = orjson.dumps(details).decode()
+        as_is = "\\u0000" not in details_json and b"\\u0000" not in orjson.dumps(texts)
     except TypeError:
-        details_json = None
-    if (
-        details_json is not None
-        and "\\u0000" not in details_json
-        and all(t is None or is_storable_text(t) for t in texts)
-    ):
-        return entry, details_json
+        as_is = False
+    if not as_is:
 
-    def text(value: str | None) -> str | None:
-        return None if value is None else storable_text(value)
+        def text(value: str | None) -> str | None:
+            return None if value is None else storable_text(value)
 
-    storable_entry = AuditEntry(
-        actor=storable_text(entry.actor),
-        action=storable_text(entry.action),
-        room_id=text(entry.room_id),
-        event_id=text(entry.event_id),
-        subject=text(entry.subject),
-        details=storable(dict(entry.details)),
-    )
-    return storable_entry, canonical_json(dict(storable_entry.details))
-
-
-def _row(record: AuditRecord, details_json: str) -> tuple[Any, ...]:
-    return (
-        record.seq,
-        record.ts,
-        record.actor,
-        record.action,
-        record.room_id,
-        record.event_id,
-        record.subject,
+        entry = AuditEntry(
+            actor=storable_text(entry.actor),
+            action=storable_text(entry.action),
+            room_id=text(entry.room_id),
+            event_id=text(entry.event_id),
+            subject=text(entry.subject),
+        )
+        details = storable(details)
+        details_json = canonical_json(details)
+    return _NewRow(
+        entry.actor,
+        entry.action,
+        entry.room_id,
+        entry.event_id,
+        entry.subject,
+        details,
         details_json,
-        record.prev_hash,
-        record.hash,
+        contains_float(details),
+    )
+
+
+def _unstored(rows: list[_NewRow], stored: Iterable[int]) -> list[_NewRow]:
+    """`rows` less those already stored (`stored`: their 1-based positions) or repeated."""
+    skip = {i - 1 for i in stored}
+    seen: set[tuple[str, str]] = set()
+    kept = []
+    for i, row in enumerate(rows):
+        if row.event_id is not None:
+            key = (row.event_id, row.action)
+            if i in skip or key in seen:
+                continue
+            seen.add(key)
+        kept.append(row)
+    return kept
+
+
+def _copy_row(seq: int, ts: datetime, row: _NewRow, prev_hash: str, hash_: str) -> tuple[Any, ...]:
+    return (
+        seq,
+        ts,
+        row.actor,
+        row.action,
+        row.room_id,
+        row.event_id,
+        row.subject,
+        row.details_json,
+        prev_hash,
+        hash_,
     )

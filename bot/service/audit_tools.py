@@ -8,13 +8,16 @@ from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.db.audit import AuditEntry, AuditFilter, AuditLog, VerifyResult
 from bot.db.audit_format import csv_header, to_csv_row, to_jsonl
 from bot.db.unit_of_work import record_audit
-from bot.matrix.effects import MatrixEffects
 from bot.policy.audit_chain import AuditRecord, Checkpoint, format_ts
+
+if TYPE_CHECKING:
+    # A type only: `chaperone audit verify` and `export` then start without the Matrix layer.
+    from bot.matrix.effects import MatrixEffects
 
 MIMETYPES = {"jsonl": "application/x-ndjson", "csv": "text/csv"}
 TAIL_DEFAULT = 20
