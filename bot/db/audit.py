@@ -408,10 +408,12 @@ class _NewRow(NamedTuple):
 def _new_row(entry: AuditEntry) -> _NewRow:
     details = dict(entry.details)
     texts = (entry.actor, entry.action, entry.room_id, entry.event_id, entry.subject)
-    try:  # the common case, checked at C speed: orjson refuses lone surrogates
+    try:  # the common case, checked at C speed: UTF-8 and orjson refuse lone surrogates
         details_json = orjson.dumps(details).decode()
-        as_is = "\\u0000" not in details_json and b"\\u0000" not in orjson.dumps(texts)
-    except TypeError:
+        joined = "".join(filter(None, texts))
+        joined.encode()
+        as_is = "\x00" not in joined and "\\u0000" not in details_json
+    except (TypeError, UnicodeEncodeError):
         as_is = False
     if not as_is:
 
