@@ -11,6 +11,7 @@ from typing import ClassVar, Self
 from urllib.parse import urlsplit
 
 import yaml
+from mautrix.types import RoomID, UserID
 
 from bot.config_reader import (
     Reader,
@@ -106,12 +107,12 @@ class HomeserverConfig:
 
 @dataclass(frozen=True, slots=True)
 class BotConfig:
-    user_id: str
+    user_id: UserID
     password: str = field(default="", repr=False)
     access_token: str = field(default="", repr=False)
     device_name: str = "Chaperone"
     command_prefix: str = "!chaperone"
-    management_room: str = ""
+    management_room: RoomID = RoomID("")  # "": none configured
     admin_min_trust: str = "cross-signed"
     data_dir: str = "./data"
     dry_run: bool = False
@@ -132,8 +133,8 @@ class BotConfig:
     def read(cls, r: Reader, base_dir: Path) -> Self:
         data_dir = r.text("bot.data_dir", "./data", "a directory path")
         bot = cls(
-            user_id=r.required(
-                "bot.user_id", is_user_id, "a Matrix user ID, like @chaperone:server"
+            user_id=UserID(
+                r.required("bot.user_id", is_user_id, "a Matrix user ID, like @chaperone:server")
             ),
             password=r.secret("bot.password"),
             access_token=r.secret("bot.access_token"),
@@ -144,12 +145,14 @@ class BotConfig:
                 "a word like !chaperone",
                 check=lambda v: bool(re.fullmatch(r"\S+", v)),
             ),
-            management_room=r.text(
-                "bot.management_room",
-                "",
-                "a room ID like !abc:server, or empty",
-                check=lambda v: v == "" or bool(re.fullmatch(r"![^\s]+", v)),
-                placeholder=True,
+            management_room=RoomID(
+                r.text(
+                    "bot.management_room",
+                    "",
+                    "a room ID like !abc:server, or empty",
+                    check=lambda v: v == "" or bool(re.fullmatch(r"![^\s]+", v)),
+                    placeholder=True,
+                )
             ),
             admin_min_trust=r.choice(
                 "bot.admin_min_trust", "cross-signed", ("any", "cross-signed", "verified")
@@ -213,8 +216,8 @@ class DatabaseConfig:
 
 @dataclass(frozen=True, slots=True)
 class RolesConfig:
-    admins: tuple[str, ...] = ()
-    staff: tuple[str, ...] = ()
+    admins: tuple[UserID, ...] = ()
+    staff: tuple[UserID, ...] = ()
     staff_power_level: int | None = None  # None: room power never makes anyone staff
     allowed_servers: tuple[str, ...] = ()
 
@@ -224,8 +227,8 @@ class RolesConfig:
     def read(cls, r: Reader) -> Self:
         user_id = "a Matrix user ID like @name:server"
         return cls(
-            admins=r.listing("roles.admins", is_user_id, user_id),
-            staff=r.listing("roles.staff", is_user_id, user_id),
+            admins=tuple(map(UserID, r.listing("roles.admins", is_user_id, user_id))),
+            staff=tuple(map(UserID, r.listing("roles.staff", is_user_id, user_id))),
             staff_power_level=r.level_or_off("roles.staff_power_level"),
             allowed_servers=r.listing(
                 "roles.allowed_servers", is_server_name, "a server name like example.org"

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
 
+from mautrix.types import RoomID
+
 from bot.commands import formatting as fmt
 from bot.commands.registry import (
     USER_ID_EXPECTED,
@@ -82,7 +84,7 @@ async def audit_tail(ctx: CommandContext, args: TailArgs) -> Reply:
     return tail_reply(records, room)
 
 
-def tail_reply(records: Sequence[AuditRecord], room_id: str | None) -> Reply:
+def tail_reply(records: Sequence[AuditRecord], room_id: RoomID | None) -> Reply:
     """The rows as lines (plain) and as a small table (HTML); the room column only when the
     rows are from every room."""
     scope = f"in {room_id}" if room_id else "across all rooms"

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from mautrix.types import UserID
+
 from bot.commands import formatting as fmt
 from bot.commands.registry import (
     USER_ID_EXPECTED,
@@ -82,7 +84,7 @@ class ChoicesArgs:
 
 @dataclass(frozen=True, kw_only=True)
 class RecordArgs(ChoicesArgs):
-    user: str
+    user: UserID
     note: str
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from html import escape
 
+from mautrix.types import UserID
+
 from bot.commands.registry import Reply
 
 MATRIX_TO = "https://matrix.to/#/"
@@ -16,7 +18,7 @@ def esc(text: object) -> str:
     return escape(str(text), quote=True)
 
 
-def pill(user_id: str) -> str:
+def pill(user_id: UserID) -> str:
     """A user mention Element renders as a pill."""
     return f'<a href="{MATRIX_TO}{esc(user_id)}">{esc(user_id)}</a>'
 

@@ -7,6 +7,8 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from mautrix.types import EventID, RoomID, UserID
+
 from bot.policy.command_line import MAX_ARGUMENT_CHARS, CommandLine
 from bot.policy.roles import Role
 
@@ -30,16 +32,16 @@ class CommandUsageError(ValueError):
     """
 
 
-def user_id_arg(value: str) -> str:
+def user_id_arg(value: str) -> UserID:
     if not USER_ID_RE.match(value):
         raise ValueError(f"not a user ID; {USER_ID_EXPECTED}")
-    return value
+    return UserID(value)
 
 
-def room_id_arg(value: str) -> str:
+def room_id_arg(value: str) -> RoomID:
     if not ROOM_ID_RE.match(value):
         raise ValueError(f"not a room ID; {ROOM_ID_EXPECTED}")
-    return value
+    return RoomID(value)
 
 
 def positive_int_arg(value: str) -> int:
@@ -97,10 +99,10 @@ class CommandContext:
     named in the management room (`reply_room_id` is where it was sent).
     """
 
-    room_id: str
-    reply_room_id: str
-    sender: str
-    event_id: str
+    room_id: RoomID
+    reply_room_id: RoomID
+    sender: UserID
+    event_id: EventID
     role: Role
     trust: str
     in_management_room: bool

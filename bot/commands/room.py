@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mautrix.types import UserID
+
 from bot.commands import formatting as fmt
 from bot.commands.registry import (
     USER_ID_EXPECTED,
@@ -33,8 +35,8 @@ PROMISES = (
 
 @dataclass(frozen=True, kw_only=True)
 class RoomNewArgs:
-    patient: str
-    staff: list[str] = field(default_factory=list)
+    patient: UserID
+    staff: list[UserID] = field(default_factory=list)
     name: str | None = None
 
 

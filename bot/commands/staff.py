@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from mautrix.types import UserID
+
 from bot.commands.registry import (
     USER_ID_EXPECTED,
     Arg,
@@ -23,7 +25,7 @@ USER = Arg(
 
 @dataclass(frozen=True, kw_only=True)
 class UserArgs:
-    user: str
+    user: UserID
 
 
 async def staff_add(ctx: CommandContext, args: UserArgs) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from mautrix.types import UserID
+
 from bot.commands.registry import (
     USER_ID_EXPECTED,
     Arg,
@@ -26,7 +28,7 @@ def device_id_arg(value: str) -> str:
 
 @dataclass(frozen=True, kw_only=True)
 class VerifyArgs:
-    user: str
+    user: UserID
     device: str | None = None
 
 

@@ -7,14 +7,15 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 
+from mautrix.types import EventID, RoomID, UserID
 from mautrix.util.async_db import Database
 
 
 @dataclass(frozen=True)
 class SealedRow:
-    event_id: str
-    room_id: str
-    sender: str
+    event_id: EventID
+    room_id: RoomID
+    sender: UserID
     origin_ts: int
     key_id: str
     sealed: bytes
@@ -23,6 +24,8 @@ class SealedRow:
 
 @dataclass(frozen=True)
 class ArchiveFilter:
+    # As an operator typed them (`archive export room=.. user=..`): text to match, not IDs
+    # known to be well-formed.
     room_id: str | None = None
     sender: str | None = None
     since_ms: int | None = None  # origin_ts, inclusive
@@ -38,9 +41,9 @@ class MessageArchive:
     async def store(
         self,
         *,
-        event_id: str,
-        room_id: str,
-        sender: str,
+        event_id: EventID,
+        room_id: RoomID,
+        sender: UserID,
         origin_ts: int,
         key_id: str,
         sealed: bytes,
@@ -58,13 +61,13 @@ class MessageArchive:
         )
         return status == "INSERT 0 1"
 
-    async def has(self, event_id: str) -> bool:
+    async def has(self, event_id: EventID) -> bool:
         found: bool = await self.db.fetchval(
             "SELECT EXISTS (SELECT 1 FROM message_archive WHERE event_id = $1)", event_id
         )
         return found
 
-    async def count(self, room_id: str | None = None) -> int:
+    async def count(self, room_id: RoomID | None = None) -> int:
         n: int = await self.db.fetchval(
             "SELECT count(*) FROM message_archive WHERE ($1::text IS NULL OR room_id = $1)",
             room_id,
@@ -95,9 +98,9 @@ class MessageArchive:
             )
             for row in page:
                 yield SealedRow(
-                    row["event_id"],
-                    row["room_id"],
-                    row["sender"],
+                    EventID(row["event_id"]),
+                    RoomID(row["room_id"]),
+                    UserID(row["sender"]),
                     row["origin_ts"],
                     row["key_id"],
                     bytes(row["sealed"]),

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from mautrix.types import EventID, RoomID, UserID
 from mautrix.util.async_db import Database
 
 from bot.policy.consent import ConsentRecord
@@ -22,13 +23,13 @@ _COLUMNS = (
 class NewConsent:
     """What a grant stores; the repository assigns the id."""
 
-    room_id: str
-    user_id: str
+    room_id: RoomID
+    user_id: UserID
     terms_version: str
     terms_sha256: str
     source: str
-    event_id: str
-    recorded_by: str
+    event_id: EventID
+    recorded_by: UserID
     note: str | None
     hours: str
     timezone: str
@@ -41,13 +42,13 @@ class NewConsent:
 def _record(row: Mapping[str, Any]) -> ConsentRecord:
     return ConsentRecord(
         id=row["id"],
-        room_id=row["room_id"],
-        user_id=row["user_id"],
+        room_id=RoomID(row["room_id"]),
+        user_id=UserID(row["user_id"]),
         terms_version=row["terms_version"],
         terms_sha256=row["terms_sha256"],
         source=row["source"],
         event_id=row["event_id"],
-        recorded_by=row["recorded_by"],
+        recorded_by=UserID(row["recorded_by"]),
         note=row["note"],
         hours=row["hours"],
         timezone=row["timezone"],
@@ -112,7 +113,7 @@ class ConsentRepo:
         assert existing is not None  # the conflict was on this event_id
         return existing, False
 
-    async def by_event(self, event_id: str) -> ConsentRecord | None:
+    async def by_event(self, event_id: EventID) -> ConsentRecord | None:
         """The consent granted by this event (a command), if it was stored."""
         row = await self.db.fetchrow(
             f"SELECT {_COLUMNS} FROM consent WHERE event_id = $1",  # noqa: S608
@@ -127,7 +128,7 @@ class ConsentRepo:
         )
         return _record(row) if row is not None else None
 
-    async def current(self, room_id: str, user_id: str) -> ConsentRecord | None:
+    async def current(self, room_id: RoomID, user_id: UserID) -> ConsentRecord | None:
         """The patient's newest consent record in the room (revoked or expired ones too)."""
         row = await self.db.fetchrow(
             f"SELECT {_COLUMNS} FROM consent WHERE room_id = $1 AND user_id = $2"  # noqa: S608
@@ -137,7 +138,7 @@ class ConsentRepo:
         )
         return _record(row) if row is not None else None
 
-    async def current_in_room(self, room_id: str) -> list[ConsentRecord]:
+    async def current_in_room(self, room_id: RoomID) -> list[ConsentRecord]:
         """Each patient's newest record in the room, by user ID."""
         rows = await self.db.fetch(
             f"SELECT DISTINCT ON (user_id) {_COLUMNS} FROM consent"  # noqa: S608
@@ -161,7 +162,9 @@ class ConsentRepo:
         )
         return [_record(r) for r in rows]
 
-    async def revoke(self, consent_id: int, at: datetime, by: str, event_id: str | None) -> bool:
+    async def revoke(
+        self, consent_id: int, at: datetime, by: UserID, event_id: EventID | None
+    ) -> bool:
         """Withdraw a consent; False when it was already revoked."""
         status: str = await self.db.execute(
             "UPDATE consent SET revoked_at = $2, revoked_by = $3, revoke_event_id = $4"

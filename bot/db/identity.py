@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from mautrix.types import UserID
 from mautrix.util.async_db import Database
 
 
 class BotIdentity(NamedTuple):
-    user_id: str
+    user_id: UserID
     device_id: str
     access_token: str | None
 
@@ -27,10 +28,10 @@ class IdentityStore:
         )
         if row is None:
             return None
-        return BotIdentity(row["user_id"], row["device_id"], row["access_token"])
+        return BotIdentity(UserID(row["user_id"]), row["device_id"], row["access_token"])
 
     async def save(
-        self, account_id: str, user_id: str, device_id: str, access_token: str | None
+        self, account_id: str, user_id: UserID, device_id: str, access_token: str | None
     ) -> None:
         """Store (or replace) the login for `account_id`."""
         await self.db.execute(

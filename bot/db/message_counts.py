@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from mautrix.types import EventID, RoomID, UserID
 from mautrix.util.async_db import Database
 
 
@@ -17,7 +18,12 @@ class MessageCounts:
         self.db = db
 
     async def add(
-        self, room_id: str, patient_id: str, event_id: str, sender: str, sent_at: datetime
+        self,
+        room_id: RoomID,
+        patient_id: UserID,
+        event_id: EventID,
+        sender: UserID,
+        sent_at: datetime,
     ) -> None:
         await self.db.execute(
             "INSERT INTO consent_contact (room_id, patient_id, event_id, sender, sent_at)"
@@ -30,8 +36,8 @@ class MessageCounts:
         )
 
     async def event_ids(
-        self, room_id: str, patient_id: str, start: datetime, end: datetime
-    ) -> set[str]:
+        self, room_id: RoomID, patient_id: UserID, start: datetime, end: datetime
+    ) -> set[EventID]:
         """Event IDs counted for the patient in [start, end)."""
         rows = await self.db.fetch(
             "SELECT event_id FROM consent_contact WHERE room_id = $1 AND patient_id = $2"
@@ -41,4 +47,4 @@ class MessageCounts:
             start,
             end,
         )
-        return {r["event_id"] for r in rows}
+        return {EventID(r["event_id"]) for r in rows}

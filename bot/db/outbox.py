@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from mautrix.types import RoomID
 from mautrix.util.async_db import Database
 
 _COLUMNS = "id, room_id, txn_id, kind, payload, on_done, attempts"
@@ -18,7 +19,7 @@ _COLUMNS = "id, room_id, txn_id, kind, payload, on_done, attempts"
 class QueuedEffect:
     """An effect as written by the flow that decided it."""
 
-    room_id: str
+    room_id: RoomID
     txn_id: str
     kind: str  # "notice" | "redact"
     payload: Mapping[str, Any]
@@ -37,7 +38,7 @@ class WaitingEffect(QueuedEffect):
 def _waiting(row: Mapping[str, Any]) -> WaitingEffect:
     return WaitingEffect(
         id=row["id"],
-        room_id=row["room_id"],
+        room_id=RoomID(row["room_id"]),
         txn_id=row["txn_id"],
         kind=row["kind"],
         payload=json.loads(row["payload"]),
@@ -72,13 +73,13 @@ class OutboxRepo:
             ],
         )
 
-    async def rooms_waiting(self) -> list[str]:
+    async def rooms_waiting(self) -> list[RoomID]:
         rows = await self.db.fetch(
             "SELECT DISTINCT room_id FROM outbox WHERE done_at IS NULL AND failed_at IS NULL"
         )
-        return [r["room_id"] for r in rows]
+        return [RoomID(r["room_id"]) for r in rows]
 
-    async def next_in(self, room_id: str) -> WaitingEffect | None:
+    async def next_in(self, room_id: RoomID) -> WaitingEffect | None:
         """The room's oldest effect still to do (a room's effects keep their order)."""
         row = await self.db.fetchrow(
             f"SELECT {_COLUMNS} FROM outbox WHERE room_id = $1"  # noqa: S608

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from mautrix.types import EventID, RoomID, UserID
 from mautrix.util.async_db import Database
 
 # The table's withheld_code column (v01) is never written: a withheld key is read from the
@@ -21,9 +22,9 @@ ENCRYPTED = "m.room.encrypted"
 
 @dataclass(frozen=True)
 class PendingEvent:
-    event_id: str
-    room_id: str
-    sender: str
+    event_id: EventID
+    room_id: RoomID
+    sender: UserID
     session_id: str
     sender_key: str | None
     event: dict[str, Any]
@@ -35,9 +36,9 @@ class PendingEvent:
 
 def _pending(row: Mapping[str, Any]) -> PendingEvent:
     return PendingEvent(
-        event_id=row["event_id"],
-        room_id=row["room_id"],
-        sender=row["sender"],
+        event_id=EventID(row["event_id"]),
+        room_id=RoomID(row["room_id"]),
+        sender=UserID(row["sender"]),
         session_id=row["session_id"],
         sender_key=row["sender_key"],
         event=json.loads(row["event"]),
@@ -55,9 +56,9 @@ class PendingDecryption:
 
     async def add(
         self,
-        event_id: str,
-        room_id: str,
-        sender: str,
+        event_id: EventID,
+        room_id: RoomID,
+        sender: UserID,
         session_id: str,
         sender_key: str | None,
         event: Mapping[str, Any],
@@ -87,7 +88,7 @@ class PendingDecryption:
         )
         return status == "INSERT 0 1"
 
-    async def reschedule(self, event_id: str, next_attempt: datetime, attempts: int) -> bool:
+    async def reschedule(self, event_id: EventID, next_attempt: datetime, attempts: int) -> bool:
         """Record a failed attempt; False if the event is no longer queued."""
         status: str = await self.db.execute(
             "UPDATE pending_decryption SET next_attempt = $2, attempts = $3 WHERE event_id = $1",
@@ -97,7 +98,7 @@ class PendingDecryption:
         )
         return status == "UPDATE 1"
 
-    async def remove(self, event_id: str) -> bool:
+    async def remove(self, event_id: EventID) -> bool:
         """Drop an event (decrypted, or given up and audited); False if it wasn't queued."""
         status: str = await self.db.execute(
             "DELETE FROM pending_decryption WHERE event_id = $1", event_id

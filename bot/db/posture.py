@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from mautrix.types import RoomID
 from mautrix.util.async_db import Database
 
 from bot.batch_scope import forget, once_per_batch
@@ -13,7 +14,7 @@ class PostureRepo:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def get(self, room_id: str) -> list[str] | None:
+    async def get(self, room_id: RoomID) -> list[str] | None:
         """Finding codes of the last check, or None if the room was never checked (read once
         per batch: a room's history brings many state events at once)."""
 
@@ -29,7 +30,7 @@ class PostureRepo:
         codes = await once_per_batch(("posture", room_id), read)
         return None if codes is None else list(codes)
 
-    async def save(self, room_id: str, codes: list[str]) -> None:
+    async def save(self, room_id: RoomID, codes: list[str]) -> None:
         forget("posture")
         await self.db.execute(
             """

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from mautrix.types import RoomID, UserID
 from mautrix.util.async_db import Database
 
 from bot.policy.room_policy import POLICY_FIELDS, RoomPolicy
@@ -23,7 +24,7 @@ class RoomPolicyRepo:
         self.db = db
         self.defaults = defaults
 
-    async def get(self, room_id: str) -> RoomPolicy:
+    async def get(self, room_id: RoomID) -> RoomPolicy:
         row = await self.db.fetchrow(
             f"SELECT {_SELECT} FROM room_policy WHERE room_id = $1",  # noqa: S608
             room_id,
@@ -37,7 +38,7 @@ class RoomPolicyRepo:
         }
         return replace(self.defaults, **overrides)
 
-    async def set(self, room_id: str, field: str, value: Any, actor: str) -> None:
+    async def set(self, room_id: RoomID, field: str, value: Any, actor: UserID) -> None:
         spec = POLICY_FIELDS[field]  # KeyError for an unknown field: a bug, not user input
         columns = [spec.attribute, *([spec.set_column] if spec.set_column else [])]
         values = ["$2", *(["true"] if spec.set_column else [])]

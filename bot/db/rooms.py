@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from mautrix.types import RoomID, UserID
 from mautrix.util.async_db import Database
 
 from bot.batch_scope import forget, once_per_batch
@@ -13,7 +14,7 @@ class RoomsRepo:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def joined(self, room_id: str, invited_by: str | None) -> None:
+    async def joined(self, room_id: RoomID, invited_by: UserID | None) -> None:
         """Record that the bot joined `room_id` (again, if it had left)."""
         forget("managed")
         await self.db.execute(
@@ -30,7 +31,7 @@ class RoomsRepo:
             invited_by,
         )
 
-    async def left(self, room_id: str) -> bool:
+    async def left(self, room_id: RoomID) -> bool:
         """Record that the bot left `room_id`; False if it wasn't managed."""
         forget("managed")
         status: str = await self.db.execute(
@@ -38,14 +39,14 @@ class RoomsRepo:
         )
         return status == "UPDATE 1"
 
-    async def managed(self) -> list[str]:
+    async def managed(self) -> list[RoomID]:
         """IDs of the rooms the bot is in, in join order."""
         rows = await self.db.fetch(
             "SELECT room_id FROM rooms WHERE left_at IS NULL ORDER BY joined_at, room_id"
         )
-        return [row["room_id"] for row in rows]
+        return [RoomID(row["room_id"]) for row in rows]
 
-    async def is_managed(self, room_id: str) -> bool:
+    async def is_managed(self, room_id: RoomID) -> bool:
         async def read() -> bool:
             found: bool = await self.db.fetchval(
                 "SELECT EXISTS (SELECT 1 FROM rooms WHERE room_id = $1 AND left_at IS NULL)",

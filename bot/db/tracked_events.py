@@ -11,6 +11,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+from mautrix.types import EventID, RoomID, UserID
 from mautrix.util.async_db import Database
 
 from bot.policy.retention import EXEMPT_TYPES, Preview, TrackedEvent
@@ -35,9 +36,9 @@ _DUE = """
 
 def _event(row: Mapping[str, Any]) -> TrackedEvent:
     return TrackedEvent(
-        event_id=row["event_id"],
-        room_id=row["room_id"],
-        sender=row["sender"],
+        event_id=EventID(row["event_id"]),
+        room_id=RoomID(row["room_id"]),
+        sender=UserID(row["sender"]),
         event_type=row["event_type"],
         is_state=row["is_state"],
         origin_ts=row["origin_ts"],
@@ -51,7 +52,7 @@ def _event(row: Mapping[str, Any]) -> TrackedEvent:
 def _merged(events: Sequence[TrackedEvent]) -> list[TrackedEvent]:
     """One row per event ID (an encrypted event is seen twice: as received and decrypted),
     merged the way the upsert merges with what is stored."""
-    merged: dict[str, TrackedEvent] = {}
+    merged: dict[EventID, TrackedEvent] = {}
     for event in events:
         seen = merged.get(event.event_id)
         if seen is not None:
@@ -93,7 +94,7 @@ class TrackedEvents:
             [e.redacted for e in events],
         )
 
-    async def get(self, event_id: str) -> TrackedEvent | None:
+    async def get(self, event_id: EventID) -> TrackedEvent | None:
         row = await self.db.fetchrow(
             f"SELECT {_COLUMNS} FROM tracked_events WHERE event_id = $1",  # noqa: S608
             event_id,
@@ -101,7 +102,7 @@ class TrackedEvents:
         return _event(row) if row else None
 
     async def due(
-        self, room_id: str, cutoff: int, retry_failed_before: int, limit: int
+        self, room_id: RoomID, cutoff: int, retry_failed_before: int, limit: int
     ) -> list[TrackedEvent]:
         """The oldest `limit` events of the room that the next sweep removes."""
         rows = await self.db.fetch(
@@ -115,7 +116,7 @@ class TrackedEvents:
         )
         return [_event(r) for r in rows]
 
-    async def preview(self, room_id: str, cutoff: int, retry_failed_before: int) -> Preview:
+    async def preview(self, room_id: RoomID, cutoff: int, retry_failed_before: int) -> Preview:
         row = await self.db.fetchrow(
             "SELECT count(*) AS n, min(origin_ts) AS oldest, max(origin_ts) AS newest"  # noqa: S608
             f" FROM tracked_events WHERE {_DUE}",
@@ -127,7 +128,7 @@ class TrackedEvents:
         assert row is not None
         return Preview(row["n"], row["oldest"], row["newest"])
 
-    async def in_flight(self, room_id: str) -> list[str]:
+    async def in_flight(self, room_id: RoomID) -> list[EventID]:
         """Events whose removal was requested but not recorded (the bot stopped in between)."""
         rows = await self.db.fetch(
             "SELECT event_id FROM tracked_events WHERE room_id = $1"
@@ -135,23 +136,23 @@ class TrackedEvents:
             " ORDER BY origin_ts",
             room_id,
         )
-        return [r["event_id"] for r in rows]
+        return [EventID(r["event_id"]) for r in rows]
 
-    async def mark_archived(self, event_id: str) -> None:
+    async def mark_archived(self, event_id: EventID) -> None:
         await self.db.execute(
             "UPDATE tracked_events SET archived_at = COALESCE(archived_at, now())"
             " WHERE event_id = $1",
             event_id,
         )
 
-    async def mark_removing(self, event_ids: Sequence[str]) -> None:
+    async def mark_removing(self, event_ids: Sequence[EventID]) -> None:
         await self.db.execute(
             "UPDATE tracked_events SET removing_since = COALESCE(removing_since, now())"
             " WHERE event_id = ANY($1::text[])",
             list(event_ids),
         )
 
-    async def mark_removed(self, event_id: str, removal_id: str | None) -> bool:
+    async def mark_removed(self, event_id: EventID, removal_id: str | None) -> bool:
         """Record a removal; False when it was already recorded (so audit it only once)."""
         status: str = await self.db.execute(
             "UPDATE tracked_events SET removed_at = now(), removal_id = $2, failed_at = NULL,"
@@ -161,13 +162,13 @@ class TrackedEvents:
         )
         return status == "UPDATE 1"
 
-    async def mark_redacted(self, event_id: str) -> None:
+    async def mark_redacted(self, event_id: EventID) -> None:
         """Someone (or something) else redacted it: there is nothing left to remove."""
         await self.db.execute(
             "UPDATE tracked_events SET redacted = true WHERE event_id = $1", event_id
         )
 
-    async def mark_failed(self, event_id: str, failure: str, at: datetime) -> None:
+    async def mark_failed(self, event_id: EventID, failure: str, at: datetime) -> None:
         """A final refusal at `at` (the bot's clock: the retry decision compares it with that
         clock, so it must not come from the database's)."""
         await self.db.execute(
@@ -178,15 +179,15 @@ class TrackedEvents:
             at,
         )
 
-    async def oldest_in_room(self, room_id: str) -> int | None:
+    async def oldest_in_room(self, room_id: RoomID) -> int | None:
         ts: int | None = await self.db.fetchval(
             "SELECT min(origin_ts) FROM tracked_events WHERE room_id = $1", room_id
         )
         return ts
 
-    async def first_at_or_after(self, room_id: str, ts: int) -> str | None:
+    async def first_at_or_after(self, room_id: RoomID, ts: int) -> EventID | None:
         """The earliest event of the room stamped at or after `ts` (a purge keeps it)."""
-        event_id: str | None = await self.db.fetchval(
+        event_id: EventID | None = await self.db.fetchval(
             "SELECT event_id FROM tracked_events WHERE room_id = $1 AND origin_ts >= $2"
             " ORDER BY origin_ts, event_id LIMIT 1",
             room_id,

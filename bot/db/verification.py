@@ -16,6 +16,7 @@ OPEN = ("waiting", "confirmed")
 
 @dataclass(frozen=True)
 class VerificationRow:
+    # The IDs are the verification flow's (bot.policy.sas): plain str, as received.
     id: int
     txn: str
     user_id: str

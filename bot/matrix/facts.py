@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from mautrix.types import TrustState
+from mautrix.types import EventID, RoomID, TrustState, UserID
 
 _TRUST_NAMES = {
     TrustState.VERIFIED: "verified",
@@ -27,9 +27,9 @@ def trust_name(state: TrustState | None) -> str:
 class MessageFact:
     """A message-like event: the consent rules judge who sent it and when."""
 
-    room_id: str
-    event_id: str
-    sender: str
+    room_id: RoomID
+    event_id: EventID
+    sender: UserID
     ts: int
     msgtype: str
     body: str = field(repr=False)  # never logged: repr hides it
@@ -42,10 +42,10 @@ class MessageFact:
 
 @dataclass(frozen=True)
 class MembershipFact:
-    room_id: str
-    event_id: str
-    sender: str
-    target: str
+    room_id: RoomID
+    event_id: EventID
+    sender: UserID
+    target: UserID
     membership: str
     prev_membership: str | None
     reason: str | None
@@ -53,18 +53,18 @@ class MembershipFact:
 
 @dataclass(frozen=True)
 class PowerLevelsFact:
-    room_id: str
-    event_id: str
-    sender: str
+    room_id: RoomID
+    event_id: EventID
+    sender: UserID
     changes: dict[str, Any]
 
 
 @dataclass(frozen=True)
 class RedactionFact:
-    room_id: str
-    event_id: str
-    sender: str
-    redacts: str | None
+    room_id: RoomID
+    event_id: EventID
+    sender: UserID
+    redacts: EventID | None
 
 
 Fact = MessageFact | MembershipFact | PowerLevelsFact | RedactionFact
@@ -94,9 +94,9 @@ def undecryptable_message(raw: dict[str, Any]) -> MessageFact:
     and time."""
     ts = raw.get("origin_server_ts")
     return MessageFact(
-        room_id=str(raw.get("room_id", "")),
-        event_id=str(raw.get("event_id", "")),
-        sender=str(raw.get("sender", "")),
+        room_id=RoomID(str(raw.get("room_id", ""))),
+        event_id=EventID(str(raw.get("event_id", ""))),
+        sender=UserID(str(raw.get("sender", ""))),
         ts=ts if isinstance(ts, int) and not isinstance(ts, bool) else 0,
         msgtype="",
         body="",
@@ -171,6 +171,6 @@ def facts_from_event(
     if etype == "m.room.redaction":
         redacts = content.get("redacts") or raw.get("redacts")
         return RedactionFact(
-            room_id, event_id, sender, redacts if isinstance(redacts, str) else None
+            room_id, event_id, sender, EventID(redacts) if isinstance(redacts, str) else None
         )
     return None

@@ -13,6 +13,8 @@ from datetime import datetime, timedelta
 from enum import Enum
 from zoneinfo import ZoneInfo
 
+from mautrix.types import EventID, RoomID, UserID
+
 from bot.policy.hours import Hours, is_within, off_hours_start, parse_hours, parse_timezone
 
 # Violation kinds (no valid consent, outside contact hours, over the daily limit), the
@@ -41,13 +43,13 @@ class ConsentRecord:
     """One stored consent, as evidence: who agreed to which terms, how, and what they allowed."""
 
     id: int
-    room_id: str
-    user_id: str
+    room_id: RoomID
+    user_id: UserID
     terms_version: str
     terms_sha256: str
     source: str  # "message" (the patient agreed in the room) or "offline" (staff recorded it)
-    event_id: str | None  # the agreeing message, or the staff member's `consent record`
-    recorded_by: str
+    event_id: EventID | None  # the agreeing message, or the staff member's `consent record`
+    recorded_by: UserID  # the patient, or the staff member who recorded a form
     note: str | None
     hours: str  # canonical text (format_hours)
     timezone: str
@@ -56,7 +58,7 @@ class ConsentRecord:
     granted_at: datetime
     expires_at: datetime
     revoked_at: datetime | None = None
-    revoked_by: str | None = None
+    revoked_by: UserID | None = None
     reasked_at: datetime | None = None
     expiry_recorded_at: datetime | None = None
 
@@ -125,7 +127,7 @@ def expiry_due(record: ConsentRecord, now: datetime) -> bool:
 class PatientState:
     """What enforcement knows about one patient in the room when a staff member writes."""
 
-    user_id: str
+    user_id: UserID
     record: ConsentRecord | None
     sent_today: int  # staff messages already counted on the patient's local day of the message
 
@@ -133,11 +135,11 @@ class PatientState:
 @dataclass(frozen=True)
 class Violation:
     kind: str
-    patients: tuple[str, ...]
+    patients: tuple[UserID, ...]
 
 
 def patient_message_violation(
-    *, consent_required: bool, sender: str, state: Validity
+    *, consent_required: bool, sender: UserID, state: Validity
 ) -> Violation | None:
     """The violation when a patient without valid consent writes in a `consent: required` room."""
     if consent_required and state is not Validity.VALID:
@@ -159,7 +161,7 @@ def staff_message_violations(
     """
     if not consent_required:
         return []
-    found: dict[str, list[str]] = {}
+    found: dict[str, list[UserID]] = {}
     for patient in patients:
         if validity(patient.record, at, terms_version) is not Validity.VALID:
             found.setdefault(STAFF_WITHOUT_CONSENT, []).append(patient.user_id)

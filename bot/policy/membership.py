@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from mautrix.types import UserID
+
 
 def membership_action(
-    *, sender: str, target: str, membership: str, prev_membership: str | None, bot_user_id: str
+    *,
+    sender: UserID,
+    target: UserID,
+    membership: str,
+    prev_membership: str | None,
+    bot_user_id: UserID,
 ) -> str | None:
     """Map an `m.room.member` transition to its audit action, or None when nothing changed."""
     if membership == prev_membership and membership != "join":

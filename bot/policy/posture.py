@@ -10,6 +10,8 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from mautrix.types import UserID
+
 MEGOLM = "m.megolm.v1.aes-sha2"
 
 ENCRYPTION = "m.room.encryption"
@@ -42,28 +44,27 @@ class RoomState:
     server_acl: Mapping[str, Any] | None = None
     power_levels: Mapping[str, Any] | None = None
     create: Mapping[str, Any] | None = None
-    creator: str = ""
-    """The sender of `m.room.create`."""
-    members: Mapping[str, str] = field(default_factory=dict)
+    creator: UserID = UserID("")
+    """The sender of `m.room.create` ("": unknown)."""
+    members: Mapping[UserID, str] = field(default_factory=dict)
     """User ID -> membership, from `m.room.member` events."""
 
     @classmethod
     def from_events(cls, events: Iterable[Mapping[str, Any]]) -> RoomState:
         """From raw state events (type, state_key, content), e.g. a /state response."""
         state = cls()
-        members: dict[str, str] = {}
+        members: dict[UserID, str] = {}
         for evt in events:
             content, state_key, etype = evt.get("content"), evt.get("state_key"), evt.get("type")
             if not isinstance(content, Mapping):
                 continue
             if etype == MEMBER and isinstance(state_key, str) and state_key.startswith("@"):
                 membership = content.get("membership")
-                members[state_key] = membership if isinstance(membership, str) else "leave"
+                members[UserID(state_key)] = membership if isinstance(membership, str) else "leave"
             elif etype == CREATE and state_key == "":
                 sender = evt.get("sender")
-                state = replace(
-                    state, create=content, creator=sender if isinstance(sender, str) else ""
-                )
+                creator = UserID(sender if isinstance(sender, str) else "")
+                state = replace(state, create=content, creator=creator)
             elif state_key == "":
                 state = state.with_event(str(etype), content)
         return replace(state, members=members) if members else state
@@ -105,12 +106,12 @@ class Finding:
     """Why no power level allows the fix (e.g. a creator of a v12 room cannot be demoted)."""
 
 
-def server_of(user_id: str) -> str:
+def server_of(user_id: UserID) -> str:
     """The server name part of a user ID (`@a:example.org:8448` → `example.org:8448`)."""
     return user_id.partition(":")[2]
 
 
-def is_external(user_id: str, allowed_servers: Collection[str]) -> bool:
+def is_external(user_id: UserID, allowed_servers: Collection[str]) -> bool:
     """Whether a user comes from outside `roles.allowed_servers` (never, when it is unset)."""
     return bool(allowed_servers) and server_of(user_id) not in allowed_servers
 
@@ -128,7 +129,7 @@ def creators_outrank_power_levels(room_version: str) -> bool:
     return room_version.isdigit() and int(room_version) >= 12
 
 
-def creators(state: RoomState) -> frozenset[str]:
+def creators(state: RoomState) -> frozenset[UserID]:
     """The room's creators when they outrank every power level (room version 12 on), else
     none: in older rooms a creator's power is the level `m.room.power_levels` gives them."""
     create = state.create or {}
@@ -136,7 +137,7 @@ def creators(state: RoomState) -> frozenset[str]:
     if not isinstance(version, str) or not creators_outrank_power_levels(version):
         return frozenset()
     extra = create.get("additional_creators")
-    listed = [u for u in extra if isinstance(u, str)] if isinstance(extra, list) else []
+    listed = [UserID(u) for u in extra if isinstance(u, str)] if isinstance(extra, list) else []
     return frozenset([state.creator, *listed]) - {""}
 
 
@@ -149,7 +150,7 @@ def _level(value: Any, default: int) -> int:
     return default
 
 
-def user_level(power_levels: Mapping[str, Any] | None, user_id: str) -> int:
+def user_level(power_levels: Mapping[str, Any] | None, user_id: UserID) -> int:
     """The user's level from `m.room.power_levels` (creators aside)."""
     levels = power_levels or {}
     users = levels.get("users")
@@ -172,11 +173,13 @@ def power_threshold(power_levels: Mapping[str, Any]) -> int:
     return min(levels)
 
 
-def power_holders(state: RoomState, *, exclude: Collection[str] = ()) -> dict[str, int | None]:
+def power_holders(
+    state: RoomState, *, exclude: Collection[UserID] = ()
+) -> dict[UserID, int | None]:
     """Members (joined or invited) who hold power over the room: user ID -> their level, or
     None for a creator of a v12 room. Without `m.room.power_levels` only creators count."""
     room_creators = creators(state)
-    holders: dict[str, int | None] = {}
+    holders: dict[UserID, int | None] = {}
     for user_id, membership in sorted(state.members.items()):
         if membership not in ("join", "invite") or user_id in exclude:
             continue
@@ -189,7 +192,9 @@ def power_holders(state: RoomState, *, exclude: Collection[str] = ()) -> dict[st
     return holders
 
 
-def patient_power_finding(state: RoomState, patients: Mapping[str, int | None]) -> Finding | None:
+def patient_power_finding(
+    state: RoomState, patients: Mapping[UserID, int | None]
+) -> Finding | None:
     """`patient_power`: patients (user ID -> level, None for a creator) holding power over
     the room; the fix lowers them to 0 where a level can be lowered at all."""
     if not patients:
@@ -227,7 +232,7 @@ def check_posture(
     require_encryption: bool,
     allowed_servers: Collection[str],
     own_server: str,
-    patients_with_power: Mapping[str, int | None] | None = None,
+    patients_with_power: Mapping[UserID, int | None] | None = None,
 ) -> list[Finding]:
     """Every way the room falls short of what a clinic needs, in a fixed order.
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from mautrix.types import EventID, RoomID, UserID
+
 from bot.policy.durations import format_duration
 
 # Never due, whatever their age (the due query's exception to "message-like"): a redaction
@@ -32,9 +34,9 @@ MAX_BACKOFF_SECONDS = 30.0
 class TrackedEvent:
     """Metadata the bot keeps of an event it has seen (never content)."""
 
-    event_id: str
-    room_id: str
-    sender: str
+    event_id: EventID
+    room_id: RoomID
+    sender: UserID
     event_type: str
     is_state: bool
     origin_ts: int  # ms since the epoch, as the homeserver stamped it

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Collection
 from enum import IntEnum
 
+from mautrix.types import UserID
+
 
 class Role(IntEnum):
     """Roles in increasing order of privilege; a higher role may do what a lower one may."""
@@ -24,10 +26,10 @@ TRUST_ORDER = ("unknown", "any", "cross-signed", "verified")
 
 
 def role_of(
-    user_id: str,
+    user_id: UserID,
     *,
-    admins: Collection[str],
-    staff: Collection[str],
+    admins: Collection[UserID],
+    staff: Collection[UserID],
     power_level: int = 0,
     staff_power_level: int | None = None,
 ) -> Role:

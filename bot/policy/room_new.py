@@ -7,6 +7,8 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from mautrix.types import RoomID, UserID
+
 from bot.policy.posture import (
     ENCRYPTION,
     GUEST_ACCESS,
@@ -30,7 +32,7 @@ SETTINGS_LEVEL = 100
 class NewRoom:
     """What `createRoom` is asked for; `invite` in order: the patient, the caller, more staff."""
 
-    invite: tuple[str, ...]
+    invite: tuple[UserID, ...]
     initial_state: tuple[dict[str, Any], ...]
     power_levels: dict[str, Any]
     name: str | None
@@ -48,10 +50,10 @@ def valid_room_name(name: str) -> bool:
 
 def plan_new_room(
     *,
-    bot_user_id: str,
-    patient: str,
-    caller: str,
-    staff: Sequence[str] = (),
+    bot_user_id: UserID,
+    patient: UserID,
+    caller: UserID,
+    staff: Sequence[UserID] = (),
     name: str | None = None,
     room_version: str,
     allowed_servers: Collection[str] = (),
@@ -62,7 +64,7 @@ def plan_new_room(
     `users`), level 100 before."""
     members = [caller, *staff]
     moderators = list(dict.fromkeys(u for u in members if u not in (patient, bot_user_id)))
-    users: dict[str, int] = {user_id: STAFF_LEVEL for user_id in moderators}
+    users: dict[UserID, int] = {user_id: STAFF_LEVEL for user_id in moderators}
     if not creators_outrank_power_levels(room_version):
         users[bot_user_id] = SETTINGS_LEVEL
     settings = (ENCRYPTION, JOIN_RULES, HISTORY_VISIBILITY, GUEST_ACCESS, SERVER_ACL)
@@ -108,7 +110,7 @@ def _state(event_type: str, content: dict[str, Any]) -> dict[str, Any]:
     return {"type": event_type, "state_key": "", "content": content}
 
 
-def matrix_to(room_id: str, via: str) -> str:
+def matrix_to(room_id: RoomID, via: str) -> str:
     """A matrix.to link that opens the room in Element (`via` helps a v12 room ID, which
     names no server, be found)."""
     return f"https://matrix.to/#/{room_id}?via={via}"

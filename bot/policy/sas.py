@@ -148,7 +148,8 @@ class Party:
 @dataclass(frozen=True)
 class Inbound:
     """A verification message as received: type, sender, untrusted content, and where it came
-    from (`room_id` None for to-device)."""
+    from (`room_id` None for to-device). Its IDs are plain `str`, as bot/matrix/verification.py
+    reads them from the event; the flows here only compare them."""
 
     type: str
     sender: str

@@ -21,7 +21,7 @@ CODE_MAX = 64
 
 @dataclass(frozen=True)
 class WithheldNotice:
-    sender: str
+    sender: str  # as the to-device event names it; compared with an event's raw sender
     sender_key: str | None
     code: str
 

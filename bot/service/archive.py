@@ -10,6 +10,7 @@ from functools import partial
 from typing import Any, TextIO
 
 from mautrix.errors import DecryptionError, SessionNotFound
+from mautrix.types import UserID
 from nacl.public import PrivateKey
 
 from bot.clock import Clock
@@ -39,7 +40,7 @@ class Archiver:
     def __init__(
         self,
         public_key_text: str,
-        bot_user_id: str,
+        bot_user_id: UserID,
         decryptor: Decryptor,
         archive: MessageArchive,
         tracked: TrackedEvents,

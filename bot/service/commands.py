@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from mautrix.types import RoomID
+
 from bot.commands.registry import (
     ROOM_ID_EXPECTED,
     Arg,
@@ -166,7 +168,7 @@ class CommandService:
             )
         ]
 
-    async def _target_room(self, fact: MessageFact, room: str | None) -> str:
+    async def _target_room(self, fact: MessageFact, room: str | None) -> RoomID:
         """The room a command is about: where it was sent, or the `room=!id` an admin names in
         the management room; CommandUsageError otherwise."""
         if room is None:
@@ -178,7 +180,7 @@ class CommandService:
             or fact.sender not in self.config.roles.admins
         ):
             raise CommandUsageError("room= is only accepted from admins in the management room")
-        target: str = parse_value(ROOM_ARG, room)
+        target: RoomID = parse_value(ROOM_ARG, room)
         if not await self.services.rooms.is_managed(target):
             raise CommandUsageError("room: the bot does not manage that room; name one it is in")
         return target

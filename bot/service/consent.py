@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from mautrix.types import EventID, RoomID, UserID
+
 from bot.clock import Clock
 from bot.config import Config
 from bot.db.audit import AuditEntry, AuditLog
@@ -74,17 +76,18 @@ class ConsentService:
         self.bot_user_id = config.bot.user_id
         self.prefix = config.bot.command_prefix
         self.terms_hash = terms_sha256(self.settings.terms)
-        self._notice_cache: dict[tuple[str, str, str], datetime] = {}
+        self._notice_cache: dict[tuple[RoomID, UserID, str], datetime] = {}
         # Staff messages counted in a batch that has not committed yet: (room, patient) ->
         # event_id -> time. Unioned with the stored rows, so nothing is counted twice.
-        self._pending_contacts: dict[tuple[str, str], dict[str, datetime]] = {}
+        self._pending_contacts: dict[tuple[RoomID, UserID], dict[EventID, datetime]] = {}
 
     # -- who and what ------------------------------------------------------------------------
 
-    async def patients_in(self, room_id: str) -> list[str]:
+    async def patients_in(self, room_id: RoomID) -> list[UserID]:
         """Joined members whose role in the room is patient (never the bot)."""
         patients = []
-        for user_id in await self.gateway.joined_members(room_id):
+        for member in await self.gateway.joined_members(room_id):
+            user_id = UserID(member)  # the port's members are plain strings
             if user_id == self.bot_user_id:
                 continue
             if await self.access.role(room_id, user_id) == Role.PATIENT:
@@ -92,7 +95,7 @@ class ConsentService:
         return patients
 
     async def state_of(
-        self, room_id: str, user_id: str, at: datetime
+        self, room_id: RoomID, user_id: UserID, at: datetime
     ) -> tuple[ConsentRecord | None, Validity]:
         record = await self.repo.current(room_id, user_id)
         return record, validity(record, at, self.settings.version)
@@ -102,7 +105,7 @@ class ConsentService:
 
     # -- notices ---------------------------------------------------------------------------
 
-    async def tell(self, room_id: str, text: str, mentions: Sequence[str]) -> str | None:
+    async def tell(self, room_id: RoomID, text: str, mentions: Sequence[UserID]) -> str | None:
         """Post a notice mentioning `mentions`; None (logged with a reference) if it failed, so
         one room's trouble does not hold up the batch."""
         try:
@@ -114,13 +117,13 @@ class ConsentService:
             )
             return None
 
-    async def last_notice(self, room_id: str, user_id: str, kind: str) -> datetime | None:
+    async def last_notice(self, room_id: RoomID, user_id: UserID, kind: str) -> datetime | None:
         cached = self._notice_cache.get((room_id, user_id, kind))
         stored = await self.notices.last(room_id, user_id, kind)
         known = [t for t in (cached, stored) if t is not None]
         return max(known) if known else None
 
-    def noted(self, room_id: str, user_id: str, kind: str, at: datetime) -> Write:
+    def noted(self, room_id: RoomID, user_id: UserID, kind: str, at: datetime) -> Write:
         """Remember a notice now (later events in the same batch see it); the returned write
         stores it with the batch."""
         key = (room_id, user_id, kind)
@@ -135,7 +138,7 @@ class ConsentService:
     # -- per-day counts ----------------------------------------------------------------------
 
     async def sent_today(
-        self, room_id: str, patient: str, at: datetime, tz: ZoneInfo, except_event: str
+        self, room_id: RoomID, patient: UserID, at: datetime, tz: ZoneInfo, except_event: EventID
     ) -> int:
         """Staff messages the patient received on their local day of `at` (not counting
         `except_event`, the message being judged)."""
@@ -147,7 +150,7 @@ class ConsentService:
         return len(ids)
 
     def count_contact(
-        self, room_id: str, patient: str, event_id: str, sender: str, at: datetime
+        self, room_id: RoomID, patient: UserID, event_id: EventID, sender: UserID, at: datetime
     ) -> Write:
         pending = self._pending_contacts.setdefault((room_id, patient), {})
         pending[event_id] = at
@@ -163,7 +166,7 @@ class ConsentService:
     # -- terms -------------------------------------------------------------------------------
 
     def terms_text(
-        self, mentions: Sequence[str], reason: str, record: ConsentRecord | None
+        self, mentions: Sequence[UserID], reason: str, record: ConsentRecord | None
     ) -> str:
         s = self.settings
         who = ", ".join(mentions)
@@ -200,11 +203,11 @@ class ConsentService:
 
     def terms_entry(
         self,
-        room_id: str,
-        patient: str,
+        room_id: RoomID,
+        patient: UserID,
         reason: str,
-        notice_event_id: str | None,
-        event_id: str | None = None,
+        notice_event_id: str | None,  # or EFFECT_EVENT_ID, filled in once the notice is out
+        event_id: EventID | None = None,
     ) -> AuditEntry:
         return AuditEntry(
             actor=self.bot_user_id,
@@ -222,14 +225,14 @@ class ConsentService:
 
     async def ask(
         self,
-        room_id: str,
-        patients: Sequence[str],
+        room_id: RoomID,
+        patients: Sequence[UserID],
         reason: str,
         outcome: BatchOutcome | None = None,
         *,
         record: ConsentRecord | None = None,
         force: bool = False,
-    ) -> list[str]:
+    ) -> list[UserID]:
         """Post the terms (with the risk warning) mentioning the patients who need to agree,
         audit `consent.terms_posted` for each; return whom it asked."""
         now = self.clock.now()
@@ -288,7 +291,7 @@ class ConsentService:
             f"{self.settings.version}{agree}"
         )
 
-    async def show(self, room_id: str, user_id: str, role: Role, event_id: str) -> str:
+    async def show(self, room_id: RoomID, user_id: UserID, role: Role, event_id: EventID) -> str:
         """The terms and the caller's own status (`consent`)."""
         now = self.clock.now()
         if role != Role.PATIENT:
@@ -312,7 +315,7 @@ class ConsentService:
             )
         return self.terms_text([], "requested", None) + "\n\n" + status
 
-    async def list_room(self, room_id: str) -> list[str]:
+    async def list_room(self, room_id: RoomID) -> list[str]:
         """One line per patient in the room (and per patient who left with a record)."""
         now = self.clock.now()
         present = await self.patients_in(room_id)
@@ -327,7 +330,8 @@ class ConsentService:
                 continue
             text = self.describe(record, state, you=False)
             if state is Validity.VALID:
-                sent = await self.sent_today(room_id, patient, now, record.zone, "")
+                # EventID(""): no message is being judged, every counted one is shown
+                sent = await self.sent_today(room_id, patient, now, record.zone, EventID(""))
                 text += f"; {sent} of {record.max_per_day} messages today"
             lines.append(f"• {patient}{where}: {text}")
         return lines

@@ -7,6 +7,8 @@ from datetime import UTC
 from functools import partial
 from zoneinfo import ZoneInfo
 
+from mautrix.types import EventID, RoomID, UserID
+
 from bot.clock import Clock
 from bot.config import Config
 from bot.db.audit import AuditEntry, AuditLog
@@ -37,12 +39,12 @@ class ConsentGrants:
 
     def _new_consent(
         self,
-        room_id: str,
-        patient: str,
+        room_id: RoomID,
+        patient: UserID,
         *,
         source: str,
-        event_id: str,
-        recorded_by: str,
+        event_id: EventID,
+        recorded_by: UserID,
         note: str | None,
         hours: Hours | None,
         tz: ZoneInfo | None,
@@ -68,7 +70,7 @@ class ConsentGrants:
             expires_at=expires_at(now, s.valid_days),
         )
 
-    async def grant(self, new: NewConsent, actor: str) -> ConsentRecord:
+    async def grant(self, new: NewConsent, actor: UserID) -> ConsentRecord:
         """Store the consent and audit `consent.granted` together (once per command event).
 
         One unit of work, audit row first (bot/db/unit_of_work.py). The row names the
@@ -111,9 +113,9 @@ class ConsentGrants:
 
     async def agree(
         self,
-        room_id: str,
-        patient: str,
-        event_id: str,
+        room_id: RoomID,
+        patient: UserID,
+        event_id: EventID,
         *,
         hours: Hours | None = None,
         tz: ZoneInfo | None = None,
@@ -136,10 +138,10 @@ class ConsentGrants:
 
     async def record_offline(
         self,
-        room_id: str,
-        staff: str,
-        patient: str,
-        event_id: str,
+        room_id: RoomID,
+        staff: UserID,
+        patient: UserID,
+        event_id: EventID,
         note: str,
         *,
         hours: Hours | None = None,
@@ -164,7 +166,9 @@ class ConsentGrants:
         )
         return await self.grant(new, staff)
 
-    async def revoke(self, room_id: str, patient: str, event_id: str) -> ConsentRecord | None:
+    async def revoke(
+        self, room_id: RoomID, patient: UserID, event_id: EventID
+    ) -> ConsentRecord | None:
         """Withdraw the patient's consent at once; None when there was none to withdraw."""
         record = await self.repo.current(room_id, patient)
         if record is None or record.revoked_at is not None:

@@ -9,6 +9,7 @@ from functools import partial
 from typing import Any
 
 from mautrix.errors import DecryptionError, SessionNotFound
+from mautrix.types import EventID
 
 from bot.clock import Clock
 from bot.db.pending_decryption import PendingDecryption, PendingEvent
@@ -99,7 +100,7 @@ class DecryptionRetrier:
         await self.pipeline.undecryptable(raw, reason, outcome, withheld_code=withheld_code)
         await self._commit(raw["event_id"], outcome)
 
-    async def _commit(self, event_id: str, outcome: BatchOutcome) -> None:
+    async def _commit(self, event_id: EventID, outcome: BatchOutcome) -> None:
         unit = self.pipeline.unit_of(outcome).then(partial(self.pending.remove, event_id))
         await unit.commit()
         await self.pipeline.after_commit(outcome.entries)  # outbox, alerts, metrics

@@ -23,6 +23,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from mautrix.types import RoomID
+
 from bot.db.audit import AuditEntry
 from bot.policy.room_policy import RoomPolicy
 from bot.service.failures import error_reference
@@ -49,7 +51,7 @@ class EffectsQueued:
 class PolicyChanged:
     """A room policy field changed (committed with its audit row)."""
 
-    room_id: str
+    room_id: RoomID
     field: str
     old: RoomPolicy
     new: RoomPolicy
@@ -59,7 +61,7 @@ class PolicyChanged:
 class HistoryRecorded:
     """A room's history was back-filled (the bot joined, or its retention changed)."""
 
-    room_id: str
+    room_id: RoomID
 
 
 class EventBus:

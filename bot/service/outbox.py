@@ -21,6 +21,7 @@ from functools import partial
 from typing import Any
 
 from mautrix.errors import MatrixRequestError, MForbidden, MNotFound
+from mautrix.types import EventID, RoomID, UserID
 
 from bot.clock import Clock
 from bot.db.audit import AuditEntry, AuditLog
@@ -55,11 +56,11 @@ def txn_id_for(cause: str) -> str:
 
 
 def queued_notice(
-    room_id: str,
+    room_id: RoomID,
     text: str,
     *,
     cause: str,
-    mentions: Sequence[str] = (),
+    mentions: Sequence[UserID] = (),
     on_done: Sequence[AuditEntry] = (),
     html: str | None = None,
 ) -> QueuedEffect:
@@ -76,7 +77,7 @@ def queued_notice(
 
 
 def queued_redaction(
-    room_id: str, event_id: str, reason: str, *, on_done: Sequence[AuditEntry] = ()
+    room_id: RoomID, event_id: EventID, reason: str, *, on_done: Sequence[AuditEntry] = ()
 ) -> QueuedEffect:
     return QueuedEffect(
         room_id=room_id,
@@ -124,9 +125,9 @@ class EffectsOutbox:
         self.clock = clock
         self.alert = alert
         self._wake = asyncio.Event()
-        self._workers: dict[str, asyncio.Task[None]] = {}
-        self.rate_limited_rooms: set[str] = set()
-        self._alerted: dict[tuple[str, str], float] = {}  # (room, kind) -> last alert
+        self._workers: dict[RoomID, asyncio.Task[None]] = {}
+        self.rate_limited_rooms: set[RoomID] = set()
+        self._alerted: dict[tuple[RoomID, str], float] = {}  # (room, kind) -> last alert
         """Rooms whose effects are waiting out a 429 right now (for status)."""
 
     def wake(self) -> None:
@@ -168,7 +169,7 @@ class EffectsOutbox:
         for room_id in await self.repo.rooms_waiting():
             await self._room(room_id)
 
-    async def _room(self, room_id: str) -> None:
+    async def _room(self, room_id: RoomID) -> None:
         try:
             while (effect := await self.repo.next_in(room_id)) is not None:
                 await self._carry_out(effect)
@@ -222,14 +223,14 @@ class EffectsOutbox:
                 return await self.effects.notice(
                     effect.room_id,
                     str(payload["text"]),
-                    mentions=[str(m) for m in payload.get("mentions", [])],
+                    mentions=[UserID(str(m)) for m in payload.get("mentions", [])],
                     html=html if isinstance(html, str) else None,
                     txn_id=effect.txn_id,
                 )
             if effect.kind == "redact":
                 done = await self.effects.redact(
                     effect.room_id,
-                    str(payload["event_id"]),
+                    EventID(str(payload["event_id"])),
                     str(payload["reason"]),
                     txn_id=effect.txn_id,
                 )

@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 from mautrix.errors import DecryptionError, SessionNotFound
+from mautrix.types import EventID, RoomID
 
 from bot.batch_scope import batch_scope, keep
 from bot.clock import Clock
@@ -151,7 +152,10 @@ class EventPipeline:
     def _steps(self, batch: SyncBatch) -> Iterator[tuple[dict[str, Any], Step]]:
         """Each event of the batch with what handles it, in order."""
         for room_id, invite in batch.invites.items():
-            yield {**invite, "room_id": room_id}, partial(self._invite_into, room_id, invite)
+            yield (
+                {**invite, "room_id": room_id},
+                partial(self._invite_into, RoomID(room_id), invite),
+            )
         for events in batch.timelines.values():
             for raw in events:
                 yield raw, partial(self.handle_timeline_event, raw)
@@ -160,7 +164,7 @@ class EventPipeline:
                 yield raw, partial(self._left_event, raw)
 
     async def _invite_into(
-        self, room_id: str, invite: dict[str, Any], outcome: BatchOutcome
+        self, room_id: RoomID, invite: dict[str, Any], outcome: BatchOutcome
     ) -> None:
         outcome.entries += await self.handle_invite(room_id, invite)
 
@@ -218,7 +222,7 @@ class EventPipeline:
             },
         )
 
-    async def was_audited(self, outcome: BatchOutcome, event_id: str, action: str) -> bool:
+    async def was_audited(self, outcome: BatchOutcome, event_id: EventID, action: str) -> bool:
         """Whether a replayed event was already recorded (so it is not acted on twice)."""
         if outcome.audited is not None:
             return (event_id, action) in outcome.audited
@@ -432,7 +436,7 @@ class EventPipeline:
         for observer in self.observers:
             await observer.on_membership(fact, outcome)
 
-    async def handle_invite(self, room_id: str, invite: dict[str, Any]) -> list[AuditEntry]:
+    async def handle_invite(self, room_id: RoomID, invite: dict[str, Any]) -> list[AuditEntry]:
         """Join when staff or an admin invites the bot; reject (and record) anyone else's."""
         inviter = invite.get("sender", "")
         if await self.access.may_invite_bot(inviter):

@@ -5,6 +5,8 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
+from mautrix.types import EventID, RoomID, UserID
+
 from bot.batch_scope import forget, once_per_batch
 from bot.config import Config
 from bot.db.audit import AuditEntry, AuditLog
@@ -33,7 +35,7 @@ class PolicyService:
         # Told each change once committed (PolicyChanged): posture, consent, retention react.
         self.bus = bus if bus is not None else EventBus()
 
-    async def get(self, room_id: str) -> RoomPolicy:
+    async def get(self, room_id: RoomID) -> RoomPolicy:
         return await once_per_batch(("policy", room_id), lambda: self.repo.get(room_id))
 
     def parse(self, field: str, text: str) -> Any:
@@ -43,7 +45,12 @@ class PolicyService:
         )
 
     async def set(
-        self, room_id: str, field: str, text: str, actor: str, event_id: str | None = None
+        self,
+        room_id: RoomID,
+        field: str,
+        text: str,
+        actor: UserID,
+        event_id: EventID | None = None,
     ) -> RoomPolicy:
         """Store the new value and audit it (`legal_hold.changed` or `policy.changed`)."""
         value = self.parse(field, text)

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from mautrix.types import EventID, RoomID, UserID
+
 from bot.config import Config
 from bot.db.audit import AuditEntry, AuditLog
 from bot.db.posture import PostureRepo
@@ -53,7 +55,7 @@ CREATOR_LEVEL = 10**9
 class PostureReport:
     """A room's findings and, for each, whether the bot could fix it."""
 
-    room_id: str
+    room_id: RoomID
     plans: list[FixPlan]
     bot_level: int
 
@@ -90,7 +92,7 @@ class PostureService(Observer):
 
     # -- checking ---------------------------------------------------------------------------
 
-    async def evaluate(self, room_id: str) -> tuple[RoomState, list[Finding]]:
+    async def evaluate(self, room_id: RoomID) -> tuple[RoomState, list[Finding]]:
         """The room's current state from the homeserver, and what is wrong with it."""
         state = RoomState.from_events(await self.gateway.room_state(room_id))
         policy: RoomPolicy = await self.policy.get(room_id)
@@ -103,11 +105,11 @@ class PostureService(Observer):
         )
         return state, findings
 
-    async def _patients_with_power(self, state: RoomState) -> dict[str, int | None]:
+    async def _patients_with_power(self, state: RoomState) -> dict[UserID, int | None]:
         """Members holding power over the room who are patients (not admins,
         not staff; with `roles.staff_power_level` set, enough power makes one staff)."""
         roles = self.config.roles
-        patients: dict[str, int | None] = {}
+        patients: dict[UserID, int | None] = {}
         for user_id, level in power_holders(state, exclude={self.bot_user_id}).items():
             if await self.access.is_staff_or_admin(user_id):
                 continue
@@ -122,14 +124,14 @@ class PostureService(Observer):
                 patients[user_id] = level
         return patients
 
-    async def report(self, room_id: str) -> PostureReport:
+    async def report(self, room_id: RoomID) -> PostureReport:
         state, findings = await self.evaluate(room_id)
         bot_level = await self.gateway.power_level(room_id, self.bot_user_id)
         plans = plan_fixes(findings, bot_level=bot_level, power_levels=state.power_levels)
         return PostureReport(room_id, plans, bot_level)
 
     async def _full_check(
-        self, room_id: str, previous: frozenset[str] | None
+        self, room_id: RoomID, previous: frozenset[str] | None
     ) -> tuple[list[str], list[str]] | None:
         """(new codes, codes now) from the room's current state; None when the homeserver
         could not be asked (logged with a reference, never raised: a room the bot can no
@@ -150,7 +152,7 @@ class PostureService(Observer):
             return
         if event_type not in CHECKED_TYPES and event_type not in FULL_CHECK_TYPES:
             return
-        room_id = str(raw.get("room_id", ""))
+        room_id = RoomID(str(raw.get("room_id", "")))
         previous = await self._previous(outcome, room_id)
         if previous is None:
             # History seen on joining is not drift: the bot's own join event, later in the
@@ -197,12 +199,12 @@ class PostureService(Observer):
                 )
             )
 
-    def _overlay(self, outcome: BatchOutcome) -> dict[str, frozenset[str]]:
+    def _overlay(self, outcome: BatchOutcome) -> dict[RoomID, frozenset[str]]:
         """This batch's findings per room, ahead of the database until the batch commits."""
-        overlay: dict[str, frozenset[str]] = outcome.notes.setdefault("posture", {})
+        overlay: dict[RoomID, frozenset[str]] = outcome.notes.setdefault("posture", {})
         return overlay
 
-    async def _previous(self, outcome: BatchOutcome, room_id: str) -> frozenset[str] | None:
+    async def _previous(self, outcome: BatchOutcome, room_id: RoomID) -> frozenset[str] | None:
         """The room's findings before this event; None when it was never checked."""
         overlay = self._overlay(outcome)
         if room_id in overlay:
@@ -213,11 +215,11 @@ class PostureService(Observer):
     def _record(
         self,
         outcome: BatchOutcome,
-        room_id: str,
+        room_id: RoomID,
         result: tuple[list[str], list[str]] | None,
         *,
-        actor: str,
-        event_id: str | None,
+        actor: str,  # a user ID, or "system"
+        event_id: EventID | None,
     ) -> None:
         """Drift rows into the batch; the room's findings saved when the batch commits."""
         if result is None:
@@ -253,7 +255,7 @@ class PostureService(Observer):
 
     # -- fixing -----------------------------------------------------------------------------
 
-    async def fix(self, room_id: str, *, actor: str, event_id: str | None) -> list[str]:
+    async def fix(self, room_id: RoomID, *, actor: UserID, event_id: EventID | None) -> list[str]:
         """Apply every fix the bot has the power for; the reply lines."""
         report = await self.report(room_id)
         if not report.plans:
@@ -307,7 +309,7 @@ async def _nothing() -> None:
 
 
 def _drift_entry(
-    room_id: str, actor: str, event_id: str | None, new: list[str], codes: list[str]
+    room_id: RoomID, actor: str, event_id: EventID | None, new: list[str], codes: list[str]
 ) -> AuditEntry:
     return AuditEntry(
         actor=actor,
@@ -327,7 +329,7 @@ def _power_reason(plan: FixPlan, bot_level: int) -> str:
 
 
 def _fix_lines(
-    room_id: str, fixed: Sequence[str], dry: Sequence[str], not_fixed: list[tuple[Finding, str]]
+    room_id: RoomID, fixed: Sequence[str], dry: Sequence[str], not_fixed: list[tuple[Finding, str]]
 ) -> list[str]:
     lines = [f"Posture fix in {room_id}:"]
     if fixed:

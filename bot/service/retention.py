@@ -16,6 +16,8 @@ from datetime import UTC
 from functools import partial
 from typing import Any, TypeVar
 
+from mautrix.types import EventID, RoomID, UserID
+
 from bot.clock import Clock
 from bot.config import Config
 from bot.db.audit import AuditEntry, AuditLog
@@ -55,7 +57,7 @@ T = TypeVar("T")
 class RoomSweep:
     """What one sweep did in one room; its counts become the `retention.swept` details."""
 
-    room_id: str
+    room_id: RoomID
     due: int = 0
     removed: int = 0
     archived: int = 0
@@ -94,9 +96,9 @@ class RoomSweep:
 
 @dataclass(frozen=True)
 class SweepRequest:
-    room_ids: tuple[str, ...] | None = None  # None: every managed room
-    requested_by: str | None = None  # None: the schedule
-    reply_room: str | None = None
+    room_ids: tuple[RoomID, ...] | None = None  # None: every managed room
+    requested_by: UserID | None = None  # None: the schedule
+    reply_room: RoomID | None = None
 
 
 class RetentionService:
@@ -170,7 +172,7 @@ class RetentionService:
     async def on_history_recorded(self, recorded: HistoryRecorded) -> None:
         await self.room_ready(recorded.room_id)
 
-    async def room_ready(self, room_id: str) -> None:
+    async def room_ready(self, room_id: RoomID) -> None:
         """After a room's history was recorded (the bot joined, or its retention changed):
         publish its retention state and tell the room, when retention is on there."""
         await self.notices.publish(room_id)
@@ -250,7 +252,7 @@ class RetentionService:
             legal_hold=policy.legal_hold,
         )
 
-    async def preview(self, room_id: str) -> tuple[Preview, str]:
+    async def preview(self, room_id: RoomID) -> tuple[Preview, str]:
         """What the next sweep of the room would remove; changes nothing in the room.
 
         It does not run a pending history back-fill itself (that would announce and publish the
@@ -272,7 +274,7 @@ class RetentionService:
             text += " Earlier history is still being recorded: the count may grow."
         return preview, text
 
-    async def sweep_room(self, room_id: str, request: SweepRequest) -> RoomSweep:
+    async def sweep_room(self, room_id: RoomID, request: SweepRequest) -> RoomSweep:
         result = RoomSweep(room_id, dry_run=self.effects.dry_run)
         await self.backfiller.run_wanted(only=[room_id])
         policy = await self.policy.get(room_id)
@@ -301,7 +303,12 @@ class RetentionService:
         return result
 
     async def _remove_due(
-        self, room_id: str, policy: RoomPolicy, cutoff: int, retry_before: int, result: RoomSweep
+        self,
+        room_id: RoomID,
+        policy: RoomPolicy,
+        cutoff: int,
+        retry_before: int,
+        result: RoomSweep,
     ) -> None:
         if self.method == "redact" and not await self.history.may_redact_others(room_id):
             result.no_power = True
@@ -317,7 +324,9 @@ class RetentionService:
         else:
             await redact_room(self, room_id, policy, cutoff, retry_before, result)
 
-    async def removable_before(self, room_id: str, cutoff: int, result: RoomSweep) -> int | None:
+    async def removable_before(
+        self, room_id: RoomID, cutoff: int, result: RoomSweep
+    ) -> int | None:
         """The one check right before every removal request, for both methods: re-read the
         room's policy from the database (a legal hold, or a longer retention, may have arrived
         while the sweep archived: by command, or from another instance) and return the cutoff
@@ -332,11 +341,11 @@ class RetentionService:
     async def record_removal(
         self,
         event: TrackedEvent,
-        removal_id: str,
+        removal_id: str,  # the redaction's event ID, or the purge's ID
         result: RoomSweep,
         *,
         method: str,
-        audit_event_id: str | None = None,
+        audit_event_id: EventID | None = None,
         extra: dict[str, Any] | None = None,
     ) -> None:
         entry = removal_entry(
@@ -407,7 +416,7 @@ class RetentionService:
         self.metrics.sweep_backlog.set(total)
         return total
 
-    async def _tell(self, room_id: str, text: str) -> None:
+    async def _tell(self, room_id: RoomID, text: str) -> None:
         try:
             await paced(lambda: self.effects.notice(room_id, text))
         except Exception:

@@ -8,6 +8,8 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from mautrix.types import RoomID
+
 from bot.config import Config
 from bot.db.retention_rooms import RetentionRooms
 from bot.matrix.effects import MatrixEffects
@@ -44,12 +46,12 @@ class RoomNotices:
         self.minimum = config.retention.minimum_seconds
         self.method = config.retention.method
         self.archived = archived
-        self._publishing: dict[str, asyncio.Lock] = {}
-        self._announcing: dict[str, asyncio.Lock] = {}
+        self._publishing: dict[RoomID, asyncio.Lock] = {}
+        self._announcing: dict[RoomID, asyncio.Lock] = {}
 
     async def announce(
         self,
-        room_id: str,
+        room_id: RoomID,
         policy: RoomPolicy,
         on_wait: Callable[[float], None] | None = None,
     ) -> None:
@@ -67,7 +69,7 @@ class RoomNotices:
             await paced(lambda: self.effects.notice(room_id, text), on_wait=on_wait)
             await self.rooms_state.set_announced(room_id, retention)
 
-    async def announce_safely(self, room_id: str, policy: RoomPolicy) -> None:
+    async def announce_safely(self, room_id: RoomID, policy: RoomPolicy) -> None:
         try:
             await self.announce(room_id, policy)
         except Exception as e:
@@ -77,14 +79,14 @@ class RoomNotices:
             )
             log.debug("Announcing retention failed (ref %s)", ref, exc_info=True)
 
-    async def publish(self, room_id: str) -> None:
+    async def publish(self, room_id: RoomID) -> None:
         """Publish `m.room.retention` for the room's current policy when it differs from what
         was published and the bot has the power; best effort (the sweep does not depend on it).
         One at a time per room, so a late publish never overwrites a newer policy's."""
         async with self._publishing.setdefault(room_id, asyncio.Lock()):
             await self._publish(room_id)
 
-    async def _publish(self, room_id: str) -> None:
+    async def _publish(self, room_id: RoomID) -> None:
         policy = await self.policy.get(room_id)
         content = state_content(
             policy.retention_seconds, minimum_seconds=self.minimum, legal_hold=policy.legal_hold

@@ -8,6 +8,8 @@ import asyncio
 from functools import partial
 from typing import TYPE_CHECKING
 
+from mautrix.types import RoomID
+
 from bot.matrix.history import is_redacted
 
 if TYPE_CHECKING:
@@ -22,7 +24,7 @@ class PurgeFailed(RuntimeError):
 
 
 async def purge_room(
-    service: RetentionService, room_id: str, cutoff: int, retry_before: int, result: RoomSweep
+    service: RetentionService, room_id: RoomID, cutoff: int, retry_before: int, result: RoomSweep
 ) -> None:
     due = await service.tracked.due(room_id, cutoff, retry_before, MAX_EVENTS_PER_PURGE)
     if not due:

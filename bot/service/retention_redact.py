@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from mautrix.errors import MForbidden, MNotFound
+from mautrix.types import RoomID
 
 from bot.matrix.history import is_redacted
 from bot.policy.retention import (
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
 async def redact_room(
     service: RetentionService,
-    room_id: str,
+    room_id: RoomID,
     policy: RoomPolicy,
     cutoff: int,
     retry_before: int,

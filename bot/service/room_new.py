@@ -10,6 +10,8 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from mautrix.types import EventID, RoomID, UserID
+
 from bot.config import Config
 from bot.db.audit import AuditEntry, AuditLog
 from bot.db.unit_of_work import record_audit
@@ -29,11 +31,11 @@ class RoomRequestError(ValueError):
 
 @dataclass(frozen=True)
 class CreatedRoom:
-    room_id: str | None
+    room_id: RoomID | None
     """None when dry-run skipped the creation."""
     link: str | None
-    patient: str
-    staff: tuple[str, ...]
+    patient: UserID
+    staff: tuple[UserID, ...]
     """Everyone invited as staff, the caller first."""
     name: str | None
     room_version: str
@@ -67,11 +69,11 @@ class RoomCreator:
     async def create(
         self,
         *,
-        caller: str,
-        patient: str,
-        staff: Sequence[str],
+        caller: UserID,
+        patient: UserID,
+        staff: Sequence[UserID],
         name: str | None,
-        event_id: str | None,
+        event_id: EventID | None,
     ) -> CreatedRoom:
         """Create the room, invite, audit; RoomRequestError when the people named do not fit."""
         if patient in (caller, self.bot_user_id):
@@ -112,7 +114,8 @@ class RoomCreator:
             self._creating -= 1
             if not self._creating:
                 self._idle.set()
-        room_id = result.event_id if result.done else None
+        # A created room's result carries its ID (as plain text) in `event_id`.
+        room_id = RoomID(result.event_id) if result.done and result.event_id is not None else None
         invited_staff = (caller, *others)
         await record_audit(
             self.audit,

@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 from functools import partial
 
+from mautrix.types import EventID, RoomID, UserID
+
 from bot.config import Config
 from bot.db.audit import AuditEntry, AuditLog
 from bot.db.rooms import RoomsRepo
@@ -38,7 +40,7 @@ class StaffService:
         self.effects = effects
         self.audit = audit
 
-    async def add(self, user_id: str, *, actor: str, event_id: str | None) -> str:
+    async def add(self, user_id: UserID, *, actor: UserID, event_id: EventID | None) -> str:
         # Decided by a read under the audit lock (every staff change holds it), then the
         # unit stores the row `staff.added` and the addition, in that order.
         async with UnitOfWork.locked(self.audit) as unit:
@@ -50,7 +52,7 @@ class StaffService:
             return f"{user_id} is already on the staff list."
         return f"{user_id} is now staff in every room (and may invite the bot)."
 
-    async def remove(self, user_id: str, *, actor: str, event_id: str | None) -> str:
+    async def remove(self, user_id: UserID, *, actor: UserID, event_id: EventID | None) -> str:
         async with UnitOfWork.locked(self.audit) as unit:
             removed = user_id in await self.staff.list()
             if removed:
@@ -79,14 +81,14 @@ class StaffService:
         )
         return lines
 
-    async def offboard(self, user_id: str, *, actor: str, event_id: str | None) -> str:
+    async def offboard(self, user_id: UserID, *, actor: UserID, event_id: EventID | None) -> str:
         """Remove the user from every managed room they are in, and from the staff list."""
-        removed_rooms: list[str] = []
-        would_remove: list[str] = []
-        failed: dict[str, str] = {}
+        removed_rooms: list[RoomID] = []
+        would_remove: list[RoomID] = []
+        failed: dict[RoomID, str] = {}
         # The homeserver's list too: a room joined moments ago may not be recorded yet.
         managed = await self.rooms.managed()
-        joined = await self.gateway.joined_rooms()
+        joined = [RoomID(r) for r in await self.gateway.joined_rooms()]  # the port's are str
         for room_id in managed + [r for r in joined if r not in managed]:
             if await self.gateway.membership(room_id, user_id) not in REMOVABLE:
                 continue
@@ -130,7 +132,7 @@ class StaffService:
             lines.append(note)
         return "\n".join(lines)
 
-    def _config_note(self, user_id: str) -> str:
+    def _config_note(self, user_id: UserID) -> str:
         roles = self.config.roles
         where = [
             n for n, ids in (("admins", roles.admins), ("staff", roles.staff)) if user_id in ids
@@ -141,5 +143,7 @@ class StaffService:
         return f" They are still listed in {keys} in the config: remove them there and restart."
 
     @staticmethod
-    def _entry(action: str, user_id: str, actor: str, event_id: str | None) -> AuditEntry:
+    def _entry(
+        action: str, user_id: UserID, actor: UserID, event_id: EventID | None
+    ) -> AuditEntry:
         return AuditEntry(actor=actor, action=action, event_id=event_id, subject=user_id)

@@ -10,6 +10,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any, TypeVar
 
+from mautrix.types import EventID, RoomID, UserID
+
 from bot.db.audit import AuditEntry
 from bot.db.retention_rooms import RetentionRooms
 from bot.db.tracked_events import TrackedEvents
@@ -35,9 +37,9 @@ def tracked_from_raw(raw: dict[str, Any]) -> TrackedEvent | None:
     if not isinstance(event_id, str) or not isinstance(room_id, str) or not isinstance(ts, int):
         return None
     return TrackedEvent(
-        event_id=event_id,
-        room_id=room_id,
-        sender=storable_text(str(raw.get("sender", ""))),
+        event_id=EventID(event_id),
+        room_id=RoomID(room_id),
+        sender=UserID(storable_text(str(raw.get("sender", "")))),
         event_type=storable_text(str(raw.get("type", ""))),
         is_state="state_key" in raw,
         origin_ts=ts,
@@ -45,17 +47,17 @@ def tracked_from_raw(raw: dict[str, Any]) -> TrackedEvent | None:
     )
 
 
-def redaction_target(raw: dict[str, Any]) -> str | None:
+def redaction_target(raw: dict[str, Any]) -> EventID | None:
     content = raw.get("content") or {}
     target = content.get("redacts") or raw.get("redacts")  # v11+: in content
-    return target if isinstance(target, str) else None
+    return EventID(target) if isinstance(target, str) else None
 
 
 def removal_entry(
-    bot_user_id: str,
-    room_id: str,
-    event_id: str,
-    target: str,
+    bot_user_id: UserID,
+    room_id: RoomID,
+    event_id: str,  # the audit row's: the redaction's ID as the effect gave it, or the event's
+    target: EventID,
     *,
     method: str,
     extra: dict[str, Any] | None = None,
@@ -84,7 +86,7 @@ class RetentionTracker(Observer):
     """Queues the metadata of each batch's events as one write in the batch's transaction."""
 
     def __init__(
-        self, tracked: TrackedEvents, rooms_state: RetentionRooms, bot_user_id: str
+        self, tracked: TrackedEvents, rooms_state: RetentionRooms, bot_user_id: UserID
     ) -> None:
         self.tracked = tracked
         self.rooms_state = rooms_state
@@ -193,14 +195,14 @@ class Backfiller:
             self.run_wanted, interval=self.poll_seconds, outage=self.outage, wake=self.wake
         )
 
-    async def run_wanted(self, only: Sequence[str] | None = None) -> None:
+    async def run_wanted(self, only: Sequence[RoomID] | None = None) -> None:
         """Back-fill every room (or those of `only`) that asked for it."""
         async with self._lock:
             for room_id in await self.rooms_state.backfills_wanted():
                 if only is None or room_id in only:
                     await self.backfill(room_id)
 
-    async def backfill(self, room_id: str) -> int:
+    async def backfill(self, room_id: RoomID) -> int:
         """Record the metadata of the room's whole visible history; returns events seen."""
         seen = 0
         token: str | None = None

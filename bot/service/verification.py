@@ -15,6 +15,8 @@ from collections import OrderedDict
 from datetime import timedelta
 from typing import Any
 
+from mautrix.types import RoomID, UserID
+
 from bot.clock import Clock
 from bot.config import Config
 from bot.db.audit import AuditEntry, AuditLog
@@ -151,7 +153,7 @@ class VerificationService(Observer):
         code = None
         if route.reason == "unknown method":
             code = Code.UNKNOWN_METHOD
-        elif not await self.may_verify(msg.sender):
+        elif not await self.may_verify(UserID(msg.sender)):  # SAS messages carry plain str
             code = Code.USER
         if code is not None:
             refused = self.flows.refuse(msg, route, code, now)
@@ -176,12 +178,12 @@ class VerificationService(Observer):
             return
         await self._process(flow, step, actor=msg.sender)
 
-    async def may_verify(self, user_id: str) -> bool:
+    async def may_verify(self, user_id: UserID) -> bool:
         """Config admins and staff (config or stored), never by room power."""
         return await self.access.may_invite_bot(user_id)
 
     async def begin(
-        self, user_id: str, device_id: str | None, room_id: str | None, actor: str
+        self, user_id: UserID, device_id: str | None, room_id: RoomID | None, actor: UserID
     ) -> str:
         """`!chaperone verify @user`: our request, in the room (or to one device)."""
         now, now_ms = self._now()

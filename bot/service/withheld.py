@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from mautrix.types import RoomID, UserID
+
 from bot.clock import Clock
 from bot.db.outbox import QueuedEffect
 from bot.service.outbox import queued_notice
@@ -22,13 +24,13 @@ DEVICE_ID_SHOWN = 64  # a device ID is short; a longer one is cut before it is r
 class WithheldNotices:
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
-        self._told: dict[tuple[str, str], float] = {}  # (sender, device) -> when
+        self._told: dict[tuple[UserID, str], float] = {}  # (sender, device) -> when
 
     def notice_for(self, raw: dict[str, Any], code: str) -> QueuedEffect | None:
         """The notice for this event's sender device, unless one was queued today."""
         now = self.clock.monotonic()
         self._told = {k: t for k, t in self._told.items() if now - t < ONE_DAY}
-        sender = str(raw.get("sender", ""))
+        sender = UserID(str(raw.get("sender", "")))
         content = raw.get("content")
         device = content.get("device_id") if isinstance(content, dict) else None
         device = device[:DEVICE_ID_SHOWN] if isinstance(device, str) else "?"
@@ -37,7 +39,7 @@ class WithheldNotices:
         self._told[(sender, device)] = now
         text = WITHHELD_NOTICE.format(sender=sender, device=device, code=code)
         return queued_notice(
-            str(raw["room_id"]),
+            RoomID(str(raw["room_id"])),
             text,
             cause=f"withheld:{raw.get('event_id')}",
             mentions=[sender],

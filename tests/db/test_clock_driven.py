@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
+from mautrix.types import EventID, RoomID, UserID
 from mautrix.util.async_db import Database
 
 from bot.clock import FakeClock
@@ -34,9 +35,9 @@ from bot.service.retention import RetentionService
 from bot.service.tracking import Backfiller
 from tests.unit.test_config import VALID
 
-ROOM = "!care:clinic.test"
-PATIENT = "@patient:clinic.test"
-ADMIN = "@admin:clinic.test"
+ROOM = RoomID("!care:clinic.test")
+PATIENT = UserID("@patient:clinic.test")
+ADMIN = UserID("@admin:clinic.test")
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 DAY = 86400.0
 NOT_REACHED = cast(Any, None)
@@ -72,7 +73,7 @@ async def test_consent_expires_as_the_clock_passes_its_end_and_is_renewed(
     grants = ConsentGrants(cfg, consent.repo, audit, NOT_REACHED, clock)
     renewal = ConsentRenewal(consent)
 
-    first = await grants.agree(ROOM, PATIENT, "$agree-1")
+    first = await grants.agree(ROOM, PATIENT, EventID("$agree-1"))
     assert first.granted_at == START
     _, state = await consent.state_of(ROOM, PATIENT, clock.now())
     assert state is Validity.VALID
@@ -87,7 +88,7 @@ async def test_consent_expires_as_the_clock_passes_its_end_and_is_renewed(
     assert state is Validity.EXPIRED
     assert (await renewal.status_line()).startswith("Consent: 0 valid")
 
-    renewed = await grants.agree(ROOM, PATIENT, "$agree-2")
+    renewed = await grants.agree(ROOM, PATIENT, EventID("$agree-2"))
     assert renewed.id != first.id and renewed.granted_at == clock.now()
     assert renewed.expires_at > first.expires_at
     record, state = await consent.state_of(ROOM, PATIENT, clock.now())
@@ -115,7 +116,9 @@ async def test_the_terms_are_not_posted_again_within_the_repost_pause(
     assert await db.fetchval("SELECT count(*) FROM outbox") == 2
 
     # Once the patient agreed, the terms are not posted at all.
-    await ConsentGrants(cfg, consent.repo, audit, NOT_REACHED, clock).agree(ROOM, PATIENT, "$a")
+    await ConsentGrants(cfg, consent.repo, audit, NOT_REACHED, clock).agree(
+        ROOM, PATIENT, EventID("$a")
+    )
     clock.advance(pause + 60)
     assert await restarted.ask(ROOM, [PATIENT], "joined") == []
 
@@ -125,12 +128,14 @@ async def test_messages_become_due_for_retention_as_the_clock_passes_the_room_re
 ) -> None:
     cfg, clock = config(), FakeClock(START)
     policy = PolicyService(cfg, RoomPolicyRepo(db, defaults_from(cfg)), audit)
-    await policy.set(ROOM, "retention", "1d", ADMIN, "$policy")
+    await policy.set(ROOM, "retention", "1d", ADMIN, EventID("$policy"))
     tracked, rooms_state = TrackedEvents(db), RetentionRooms(db)
     start_ms = int(START.timestamp() * 1000)
     await tracked.record(
         [
-            TrackedEvent(f"$m{i}", ROOM, PATIENT, "m.room.message", False, start_ms + i * 1000)
+            TrackedEvent(
+                EventID(f"$m{i}"), ROOM, PATIENT, "m.room.message", False, start_ms + i * 1000
+            )
             for i in range(3)
         ]
     )
@@ -164,7 +169,7 @@ async def test_messages_become_due_for_retention_as_the_clock_passes_the_room_re
     assert preview.count == 3
     assert "the next sweep would remove 3 messages" in line
 
-    await policy.set(ROOM, "legal_hold", "on", ADMIN, "$hold")
+    await policy.set(ROOM, "legal_hold", "on", ADMIN, EventID("$hold"))
     preview, line = await retention.preview(ROOM)
     assert preview.count == 0
     assert line.startswith("Legal hold is on")

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
+from mautrix.types import EventID, RoomID, UserID
 from mautrix.util.async_db import Database
 
 from bot.db.consent import ConsentRepo, NewConsent
@@ -16,9 +17,12 @@ from bot.policy.hours import day_bounds, parse_timezone
 
 T0 = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
 
+ROOM, ROOM_S, OTHER_ROOM = RoomID("!r:x"), RoomID("!s:x"), RoomID("!other:x")
+P, Q, S, OTHER = UserID("@p:x"), UserID("@q:x"), UserID("@s:x"), UserID("@other:x")
+
 
 def new(
-    event_id: str = "$a", user: str = "@p:x", room: str = "!r:x", **changes: object
+    event_id: str = "$a", user: UserID = P, room: RoomID = ROOM, **changes: object
 ) -> NewConsent:
     values: dict[str, object] = {
         "room_id": room,
@@ -57,30 +61,30 @@ async def test_grant_stores_everything_and_is_idempotent_per_event(db: Database)
     assert (record.granted_at, record.expires_at) == (T0, T0 + timedelta(days=365))
     again, created = await repo.grant(new(max_per_day=9))  # same event: a replay
     assert not created and again == record
-    assert await repo.current("!r:x", "@p:x") == record
-    assert await repo.current("!r:x", "@other:x") is None
+    assert await repo.current(ROOM, P) == record
+    assert await repo.current(ROOM, OTHER) is None
 
 
 async def test_newest_record_is_current_and_history_keeps_all(db: Database) -> None:
     repo = ConsentRepo(db)
     first, _ = await repo.grant(new("$1"))
     second, _ = await repo.grant(new("$2", max_per_day=2))
-    other, _ = await repo.grant(new("$3", user="@q:x"))
-    elsewhere, _ = await repo.grant(new("$4", room="!s:x"))
-    assert await repo.current("!r:x", "@p:x") == second
-    assert await stored_ids(db, "!r:x", "@p:x") == [first.id, second.id]
-    assert await repo.current_in_room("!r:x") == [second, other]
+    other, _ = await repo.grant(new("$3", user=Q))
+    elsewhere, _ = await repo.grant(new("$4", room=ROOM_S))
+    assert await repo.current(ROOM, P) == second
+    assert await stored_ids(db, ROOM, P) == [first.id, second.id]
+    assert await repo.current_in_room(ROOM) == [second, other]
     assert {r.id for r in await repo.open_records()} == {second.id, other.id, elsewhere.id}
 
 
 async def test_revoke_once_and_revoked_leave_the_open_list(db: Database) -> None:
     repo = ConsentRepo(db)
     record, _ = await repo.grant(new())
-    assert await repo.revoke(record.id, T0 + timedelta(hours=1), "@p:x", "$revoke")
-    assert not await repo.revoke(record.id, T0 + timedelta(hours=2), "@p:x", "$again")
-    current = await repo.current("!r:x", "@p:x")
+    assert await repo.revoke(record.id, T0 + timedelta(hours=1), P, EventID("$revoke"))
+    assert not await repo.revoke(record.id, T0 + timedelta(hours=2), P, EventID("$again"))
+    current = await repo.current(ROOM, P)
     assert current is not None
-    assert (current.revoked_at, current.revoked_by) == (T0 + timedelta(hours=1), "@p:x")
+    assert (current.revoked_at, current.revoked_by) == (T0 + timedelta(hours=1), P)
     assert await repo.open_records() == []
 
 
@@ -91,7 +95,7 @@ async def test_marks_are_set_once(db: Database) -> None:
     await repo.mark_reasked(record.id, T0 + timedelta(days=1))
     assert await repo.mark_expiry_recorded(record.id, T0 + timedelta(days=2))
     assert not await repo.mark_expiry_recorded(record.id, T0 + timedelta(days=3))
-    current = await repo.current("!r:x", "@p:x")
+    current = await repo.current(ROOM, P)
     assert current is not None
     assert current.reasked_at == T0
     assert current.expiry_recorded_at == T0 + timedelta(days=2)
@@ -125,10 +129,10 @@ async def test_offline_record_needs_a_note(db: Database) -> None:
 async def test_the_schema_keeps_consent_records(db: Database, statement: str, error: str) -> None:
     repo = ConsentRepo(db)
     record, _ = await repo.grant(new())
-    await repo.revoke(record.id, T0, "@p:x", "$revoke")
+    await repo.revoke(record.id, T0, P, EventID("$revoke"))
     with pytest.raises(asyncpg.RaiseError, match=error):
         await db.execute(statement)
-    assert await stored_ids(db, "!r:x", "@p:x") != []
+    assert await stored_ids(db, ROOM, P) != []
 
 
 async def test_terms_hash_must_look_like_sha256(db: Database) -> None:
@@ -141,28 +145,28 @@ async def test_message_counts_per_local_day_and_once_per_event(db: Database) -> 
     ny = parse_timezone("America/New_York")
     late_monday = datetime(2026, 3, 3, 4, 30, tzinfo=UTC)  # Mon 23:30 in New York
     early_tuesday = datetime(2026, 3, 3, 5, 30, tzinfo=UTC)  # Tue 00:30
-    await counts.add("!r:x", "@p:x", "$1", "@s:x", T0)
-    await counts.add("!r:x", "@p:x", "$1", "@s:x", T0)  # replayed: counted once
-    await counts.add("!r:x", "@p:x", "$2", "@s:x", late_monday)
-    await counts.add("!r:x", "@p:x", "$3", "@s:x", early_tuesday)
-    await counts.add("!r:x", "@q:x", "$2", "@s:x", late_monday)
-    await counts.add("!other:x", "@p:x", "$4", "@s:x", T0)
+    await counts.add(ROOM, P, EventID("$1"), S, T0)
+    await counts.add(ROOM, P, EventID("$1"), S, T0)  # replayed: counted once
+    await counts.add(ROOM, P, EventID("$2"), S, late_monday)
+    await counts.add(ROOM, P, EventID("$3"), S, early_tuesday)
+    await counts.add(ROOM, Q, EventID("$2"), S, late_monday)
+    await counts.add(OTHER_ROOM, P, EventID("$4"), S, T0)
     monday = day_bounds(T0, ny)
-    assert await counts.event_ids("!r:x", "@p:x", *monday) == {"$1", "$2"}
-    assert len(await counts.event_ids("!r:x", "@p:x", *day_bounds(early_tuesday, ny))) == 1
+    assert await counts.event_ids(ROOM, P, *monday) == {"$1", "$2"}
+    assert len(await counts.event_ids(ROOM, P, *day_bounds(early_tuesday, ny))) == 1
     # In UTC the same messages fall on other days.
     utc = parse_timezone("UTC")
-    assert len(await counts.event_ids("!r:x", "@p:x", *day_bounds(T0, utc))) == 1
+    assert len(await counts.event_ids(ROOM, P, *day_bounds(T0, utc))) == 1
 
 
 async def test_notice_times_only_move_forward(db: Database) -> None:
     notices = ConsentNotices(db)
-    assert await notices.last("!r:x", "@p:x", "violation") is None
-    await notices.sent("!r:x", "@p:x", "violation", T0)
-    await notices.sent("!r:x", "@p:x", "violation", T0 - timedelta(minutes=5))
-    assert await notices.last("!r:x", "@p:x", "violation") == T0
-    await notices.sent("!r:x", "@p:x", "violation", T0 + timedelta(minutes=5))
-    assert await notices.last("!r:x", "@p:x", "violation") == T0 + timedelta(minutes=5)
-    assert await notices.last("!r:x", "@p:x", "after_hours") is None
+    assert await notices.last(ROOM, P, "violation") is None
+    await notices.sent(ROOM, P, "violation", T0)
+    await notices.sent(ROOM, P, "violation", T0 - timedelta(minutes=5))
+    assert await notices.last(ROOM, P, "violation") == T0
+    await notices.sent(ROOM, P, "violation", T0 + timedelta(minutes=5))
+    assert await notices.last(ROOM, P, "violation") == T0 + timedelta(minutes=5)
+    assert await notices.last(ROOM, P, "after_hours") is None
     with pytest.raises(asyncpg.CheckViolationError):
-        await notices.sent("!r:x", "@p:x", "gossip", T0)
+        await notices.sent(ROOM, P, "gossip", T0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import asyncpg
+from mautrix.types import EventID, RoomID, UserID
 
 from bot.db.audit import AuditEntry, AuditLog
 from bot.db.database import Databases, transaction
@@ -35,9 +36,9 @@ async def test_message_body_is_not_stored_anywhere(db_url: str, dbs: Databases) 
         await SyncState(dbs.main).save("bot", "s_1")
     now = datetime.now(UTC)
     await PendingDecryption(dbs.main).add(
-        "$m2",
-        "!r:clinic.example",
-        "@patient:clinic.example",
+        EventID("$m2"),
+        RoomID("!r:clinic.example"),
+        UserID("@patient:clinic.example"),
         "sess",
         "ck",
         {"type": "m.room.encrypted", "content": {"ciphertext": "AwgAEnACbWVn..."}},

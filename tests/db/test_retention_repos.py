@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import pytest
+from mautrix.types import EventID, RoomID, UserID
 from mautrix.util.async_db import Database
 
 from bot.db.archive import ArchiveFilter, MessageArchive
@@ -24,7 +26,8 @@ from bot.policy.retention import (
 )
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
-ROOM = "!room:x"
+ROOM = RoomID("!room:x")
+P = UserID("@p:x")
 DAY = 86_400
 
 
@@ -39,6 +42,11 @@ def event(i: int, ts: int, **kw: object) -> TrackedEvent:
         **kw,
     }
     return TrackedEvent(**fields)  # type: ignore[arg-type]
+
+
+def eid(i: int) -> EventID:
+    """The ID of `event(i, ..)`."""
+    return EventID(f"$e{i}")
 
 
 def aged(i: int, age_ms: int, **kw: object) -> TrackedEvent:
@@ -68,12 +76,12 @@ async def test_recording_is_idempotent_and_learns_the_decrypted_type(db: Databas
     await repo.record([encrypted])
     await repo.record([encrypted])  # a replayed batch
     await repo.record([event(1, 1000, event_type="m.room.message")])  # decrypted later
-    got = await repo.get("$e1")
+    got = await repo.get(eid(1))
     assert got is not None and got.event_type == "m.room.message"
     await repo.record([event(1, 1000, event_type="m.room.encrypted")])  # seen encrypted again
-    assert (await repo.get("$e1")).event_type == "m.room.message"  # type: ignore[union-attr]
+    assert (await repo.get(eid(1))).event_type == "m.room.message"  # type: ignore[union-attr]
     await repo.record([event(1, 1000, redacted=True)])
-    assert (await repo.get("$e1")).redacted  # type: ignore[union-attr]
+    assert (await repo.get(eid(1))).redacted  # type: ignore[union-attr]
     assert await db.fetchval("SELECT count(*) FROM tracked_events") == 1
 
 
@@ -129,14 +137,14 @@ async def test_only_message_like_events_with_content_left_are_due(db: Database) 
             event(7, 7),
         ]
     )
-    assert await repo.mark_removed("$e7", "$redaction7")
+    assert await repo.mark_removed(eid(7), "$redaction7")
     assert await due_ids(repo) == ["$e1", "$e2", "$e3"]
 
 
 async def test_a_refused_removal_is_tried_again_only_after_a_day(db: Database) -> None:
     repo = TrackedEvents(db)
     await repo.record([event(1, 1)])
-    await repo.mark_failed("$e1", "forbidden", NOW)
+    await repo.mark_failed(eid(1), "forbidden", NOW)
     assert await due_ids(repo) == []
     assert await due_ids(repo, now=NOW + timedelta(days=1)) == []
     assert await due_ids(repo, now=NOW + timedelta(days=1, milliseconds=1)) == ["$e1"]
@@ -178,18 +186,18 @@ async def test_removal_state_makes_the_sweep_resumable(db: Database) -> None:
     repo = TrackedEvents(db)
     await repo.record([event(i, 1000 + i) for i in range(4)])
     cutoff, retry = 10_000, retry_failed_before_ms(NOW)
-    await repo.mark_removing(["$e0", "$e1"])
+    await repo.mark_removing([eid(0), eid(1)])
     assert await repo.in_flight(ROOM) == ["$e0", "$e1"]
-    assert await repo.mark_removed("$e0", "$redaction0") is True
-    assert await repo.mark_removed("$e0", "$redaction0") is False  # recorded once only
-    await repo.mark_redacted("$e1")  # e.g. the redaction arrived through sync
+    assert await repo.mark_removed(eid(0), "$redaction0") is True
+    assert await repo.mark_removed(eid(0), "$redaction0") is False  # recorded once only
+    await repo.mark_redacted(eid(1))  # e.g. the redaction arrived through sync
     assert await repo.in_flight(ROOM) == []
-    await repo.mark_failed("$e2", "forbidden", NOW)
+    await repo.mark_failed(eid(2), "forbidden", NOW)
     assert [e.event_id for e in await repo.due(ROOM, cutoff, retry, 10)] == ["$e3"]
     later = retry_failed_before_ms(NOW + timedelta(days=1, seconds=1))
     assert [e.event_id for e in await repo.due(ROOM, cutoff, later, 10)] == ["$e2", "$e3"]
-    await repo.mark_archived("$e3")
-    assert (await repo.get("$e3")).archived  # type: ignore[union-attr]
+    await repo.mark_archived(eid(3))
+    assert (await repo.get(eid(3))).archived  # type: ignore[union-attr]
     removed = "SELECT count(*) FROM tracked_events WHERE removed_at IS NOT NULL AND room_id = $1"
     assert await db.fetchval(removed, ROOM) == 1
     assert await repo.first_at_or_after(ROOM, 1002) == "$e2"
@@ -205,8 +213,8 @@ async def test_a_refused_removal_is_retried_by_the_bots_clock_not_the_databases(
     database's clock instead, one of these far-off clocks would retry at once or never."""
     repo = TrackedEvents(db)
     await repo.record([event(2, 1000)])
-    await repo.mark_failed("$e2", "forbidden", failed_at)
-    stored = await repo.get("$e2")
+    await repo.mark_failed(eid(2), "forbidden", failed_at)
+    stored = await repo.get(eid(2))
     assert stored is not None and stored.failed_at == to_ms(failed_at)
     an_hour_later = retry_failed_before_ms(failed_at + timedelta(hours=1))
     a_day_later = retry_failed_before_ms(failed_at + timedelta(days=1, seconds=1))
@@ -217,10 +225,12 @@ async def test_a_refused_removal_is_retried_by_the_bots_clock_not_the_databases(
 
 async def test_archive_keeps_one_sealed_copy_that_can_never_change(db: Database) -> None:
     archive = MessageArchive(db)
-    args = {"room_id": ROOM, "sender": "@p:x", "key_id": "k" * 16}
-    assert await archive.store(event_id="$a", origin_ts=5, sealed=b"s1", **args)
-    assert not await archive.store(event_id="$a", origin_ts=5, sealed=b"s2", **args)
-    await archive.store(event_id="$b", origin_ts=9, sealed=b"s3", **{**args, "sender": "@q:x"})
+    args: dict[str, Any] = {"room_id": ROOM, "sender": P, "key_id": "k" * 16}
+    assert await archive.store(event_id=EventID("$a"), origin_ts=5, sealed=b"s1", **args)
+    assert not await archive.store(event_id=EventID("$a"), origin_ts=5, sealed=b"s2", **args)
+    await archive.store(
+        event_id=EventID("$b"), origin_ts=9, sealed=b"s3", **{**args, "sender": UserID("@q:x")}
+    )
     rows = [r async for r in archive.rows(ArchiveFilter())]
     assert [(r.event_id, r.sealed) for r in rows] == [("$a", b"s1"), ("$b", b"s3")]
     assert [r.event_id async for r in archive.rows(ArchiveFilter(sender="@q:x"))] == ["$b"]
@@ -236,7 +246,7 @@ async def test_archive_pages_through_many_rows(db: Database) -> None:
     archive = MessageArchive(db)
     for i in range(1203):
         await archive.store(
-            event_id=f"$m{i:05}", room_id=ROOM, sender="@p:x", origin_ts=i % 7, key_id="k",
+            event_id=EventID(f"$m{i:05}"), room_id=ROOM, sender=P, origin_ts=i % 7, key_id="k",
             sealed=b"x",
         )  # fmt: skip
     ids = [r.event_id async for r in archive.rows(ArchiveFilter(room_id=ROOM))]

@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from mautrix.types import RoomID, UserID
 from mautrix.util.async_db import Database
 
 from bot.config import parse_config
@@ -10,6 +11,10 @@ from bot.db.room_policy import RoomPolicyRepo
 from bot.policy.room_policy import FIELDS, RoomPolicy, parse_policy_value
 from bot.service.policy import defaults_from
 from tests.unit.test_config import config_with
+
+ROOM_A, ROOM_B = RoomID("!a:x"), RoomID("!b:x")
+DEFAULT_ROOM, RESET_ROOM, SET_ROOM = RoomID("!default:x"), RoomID("!reset:x"), RoomID("!set:x")
+ADMIN, ACTOR = UserID("@admin:x"), UserID("@a:x")
 
 # A value other than the built-in default, as users write it, for every policy field.
 SAMPLES = {
@@ -25,15 +30,15 @@ async def test_overrides_fall_back_to_defaults_and_off_is_not_unset(dbs) -> None
     main: Database = dbs.main
     defaults = RoomPolicy(retention_seconds=86400)
     repo = RoomPolicyRepo(main, defaults)
-    assert await repo.get("!a:x") == defaults
-    await repo.set("!a:x", "enforcement", "warn", "@admin:x")
-    await repo.set("!a:x", "retention", None, "@admin:x")  # explicitly off
-    got = await repo.get("!a:x")
+    assert await repo.get(ROOM_A) == defaults
+    await repo.set(ROOM_A, "enforcement", "warn", ADMIN)
+    await repo.set(ROOM_A, "retention", None, ADMIN)  # explicitly off
+    got = await repo.get(ROOM_A)
     assert got.enforcement == "warn" and got.retention_seconds is None
     assert got.consent == defaults.consent
-    await repo.set("!a:x", "legal_hold", True, "@admin:x")
-    assert (await repo.get("!a:x")).legal_hold is True
-    assert (await repo.get("!b:x")).retention_seconds == 86400
+    await repo.set(ROOM_A, "legal_hold", True, ADMIN)
+    assert (await repo.get(ROOM_A)).legal_hold is True
+    assert (await repo.get(ROOM_B)).retention_seconds == 86400
 
 
 @pytest.mark.parametrize("name", FIELDS)
@@ -47,14 +52,14 @@ async def test_each_field_round_trips_config_db_and_listing(dbs, name: str) -> N
 
     config = parse_config(config_with(defaults={name: sample}), {}, Path("/srv"))
     repo = RoomPolicyRepo(main, defaults_from(config))
-    assert f"{name}: {sample}" in (await repo.get("!default:x")).describe()
+    assert f"{name}: {sample}" in (await repo.get(DEFAULT_ROOM)).describe()
 
     # An override back to the built-in value (None or false included) beats the config's.
-    await repo.set("!reset:x", name, value(built_in), "@a:x")
-    assert f"{name}: {built_in}" in (await repo.get("!reset:x")).describe()
+    await repo.set(RESET_ROOM, name, value(built_in), ACTOR)
+    assert f"{name}: {built_in}" in (await repo.get(RESET_ROOM)).describe()
 
     plain = RoomPolicyRepo(main, RoomPolicy())
-    await plain.set("!set:x", name, value(sample), "@a:x")
-    got = await plain.get("!set:x")
+    await plain.set(SET_ROOM, name, value(sample), ACTOR)
+    got = await plain.get(SET_ROOM)
     assert f"{name}: {sample}" in got.describe()
     assert got.with_value(name, RoomPolicy().get(name)) == RoomPolicy()  # nothing else changed

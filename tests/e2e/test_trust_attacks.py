@@ -22,12 +22,12 @@ def details(row: Any) -> dict[str, Any]:
     return dict(json.loads(row["details"]))
 
 
-async def send_raw(client: Any, room_id: str, event_type: str, content: dict[str, Any]) -> str:
+async def send_raw(client: Any, room_id: str, event_type: str, content: dict[str, Any]) -> EventID:
     """Any content, encrypted by the sender's client as it is (the homeserver sees none of it)."""
     event_id = await client.client.send_message_event(
         RoomID(room_id), EventType.find(event_type, EventType.Class.MESSAGE), content
     )
-    return str(event_id)
+    return EventID(str(event_id))
 
 
 async def test_events_postgres_or_utf8_refuse_cost_nothing_but_themselves(

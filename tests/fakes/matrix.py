@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mautrix.errors import DecryptionError, SessionNotFound
-from mautrix.types import SessionID
+from mautrix.types import EventID, RoomID, SessionID, UserID
 
 from bot.matrix.effects import EffectResult
 from bot.matrix.gateway import Decrypted, MatrixGateway, SyncBatch
@@ -26,24 +26,24 @@ from bot.service.ports import MatrixPort
 _ids = itertools.count(1)
 
 
-def new_event_id(prefix: str = "ev") -> str:
-    return f"${prefix}{next(_ids)}"
+def new_event_id(prefix: str = "ev") -> EventID:
+    return EventID(f"${prefix}{next(_ids)}")
 
 
 @dataclass
 class FakeRoom:
-    room_id: str
-    members: dict[str, str] = field(default_factory=dict)  # user_id -> membership
-    power: dict[str, int] = field(default_factory=dict)  # m.room.power_levels users
+    room_id: RoomID
+    members: dict[UserID, str] = field(default_factory=dict)  # user_id -> membership
+    power: dict[UserID, int] = field(default_factory=dict)  # m.room.power_levels users
     users_default: int = 0
     state: list[dict[str, Any]] = field(default_factory=list)
     encrypted: bool = True
 
-    def join(self, *user_ids: str) -> None:
+    def join(self, *user_ids: UserID) -> None:
         for user_id in user_ids:
             self.members[user_id] = "join"
 
-    def leave(self, user_id: str) -> None:
+    def leave(self, user_id: UserID) -> None:
         self.members[user_id] = "leave"
 
 
@@ -58,17 +58,17 @@ class FakeCryptoStore:
 
 
 class FakeMatrix:
-    def __init__(self, user_id: str) -> None:
+    def __init__(self, user_id: UserID) -> None:
         self._user_id = user_id
         self._crypto_store = FakeCryptoStore()
-        self.rooms: dict[str, FakeRoom] = {}
+        self.rooms: dict[RoomID, FakeRoom] = {}
         self.plaintext: dict[str, Decrypted] = {}  # event_id -> what decrypt returns
         self.failures: dict[str, Exception] = {}  # event_id -> what decrypt raises
         self.withheld: dict[str, str] = {}  # event_id -> withheld code
-        self.sessions: set[tuple[str, str]] = set()  # (room_id, session_id) keys held
+        self.sessions: set[tuple[RoomID, str]] = set()  # (room_id, session_id) keys held
         self.batches: list[SyncBatch] = []  # what sync() returns, in order
-        self.joined: list[str] = []
-        self.rejected: list[str] = []
+        self.joined: list[RoomID] = []
+        self.rejected: list[RoomID] = []
         self.key_requests: list[str] = []
         self.decrypted: list[str] = []
         self._sent: dict[str, dict[str, Any]] = {}  # event_id -> plaintext, as sent
@@ -78,10 +78,10 @@ class FakeMatrix:
 
     def room(
         self,
-        room_id: str,
+        room_id: RoomID,
         *,
-        members: Iterable[str] = (),
-        power: dict[str, int] | None = None,
+        members: Iterable[UserID] = (),
+        power: dict[UserID, int] | None = None,
         encrypted: bool = True,
     ) -> FakeRoom:
         """A room the bot is joined to, with `members` joined too."""
@@ -147,7 +147,7 @@ class FakeMatrix:
     # -- SyncSource ------------------------------------------------------------------------
 
     @property
-    def user_id(self) -> str:
+    def user_id(self) -> UserID:
         return self._user_id
 
     async def sync(self, since: str | None, timeout_ms: int) -> SyncBatch:
@@ -180,44 +180,44 @@ class FakeMatrix:
     async def request_key(self, raw: dict[str, Any]) -> None:
         self.key_requests.append(raw["event_id"])
 
-    async def session_known(self, room_id: str, session_id: str) -> bool:
+    async def session_known(self, room_id: RoomID, session_id: str) -> bool:
         return (room_id, session_id) in self.sessions
 
     # -- Invites ---------------------------------------------------------------------------
 
-    async def join(self, room_id: str) -> None:
+    async def join(self, room_id: RoomID) -> None:
         self.joined.append(room_id)
         self.rooms.setdefault(room_id, FakeRoom(room_id)).join(self._user_id)
 
-    async def reject_invite(self, room_id: str) -> None:
+    async def reject_invite(self, room_id: RoomID) -> None:
         self.rejected.append(room_id)
 
     # -- RoomReader ------------------------------------------------------------------------
 
-    def _room(self, room_id: str) -> FakeRoom:
+    def _room(self, room_id: RoomID) -> FakeRoom:
         room = self.rooms.get(room_id)
         if room is None:
             raise LookupError(f"FakeMatrix: no room {room_id}")
         return room
 
-    async def power_level(self, room_id: str, user_id: str) -> int:
+    async def power_level(self, room_id: RoomID, user_id: UserID) -> int:
         room = self._room(room_id)
         return room.power.get(user_id, room.users_default)
 
-    async def joined_members(self, room_id: str) -> list[str]:
+    async def joined_members(self, room_id: RoomID) -> list[str]:
         room = self._room(room_id)
         return [user for user, membership in room.members.items() if membership == "join"]
 
-    async def room_state(self, room_id: str) -> list[dict[str, Any]]:
+    async def room_state(self, room_id: RoomID) -> list[dict[str, Any]]:
         return list(self._room(room_id).state)
 
-    async def is_encrypted(self, room_id: str) -> bool:
+    async def is_encrypted(self, room_id: RoomID) -> bool:
         return self._room(room_id).encrypted
 
     async def joined_rooms(self) -> list[str]:
         return [r.room_id for r in self.rooms.values() if r.members.get(self._user_id) == "join"]
 
-    async def membership(self, room_id: str, user_id: str) -> str:
+    async def membership(self, room_id: RoomID, user_id: UserID) -> str:
         room = self.rooms.get(room_id)
         return room.members.get(user_id, "leave") if room is not None else "leave"
 
@@ -228,15 +228,15 @@ class FakeEffects:
 
     def __init__(self, *, dry_run: bool = False) -> None:
         self.dry_run = dry_run
-        self.notices: list[tuple[str, str]] = []  # (room_id, text)
-        self.redactions: list[tuple[str, str]] = []  # (room_id, event_id)
+        self.notices: list[tuple[RoomID, str]] = []  # (room_id, text)
+        self.redactions: list[tuple[RoomID, EventID]] = []  # (room_id, event_id)
 
     async def notice(
         self,
-        room_id: str,
+        room_id: RoomID,
         text: str,
         *,
-        mentions: Sequence[str] = (),
+        mentions: Sequence[UserID] = (),
         html: str | None = None,
         txn_id: str | None = None,
     ) -> str:
@@ -244,7 +244,7 @@ class FakeEffects:
         return new_event_id("notice")
 
     async def redact(
-        self, room_id: str, event_id: str, reason: str, *, txn_id: str | None = None
+        self, room_id: RoomID, event_id: EventID, reason: str, *, txn_id: str | None = None
     ) -> EffectResult:
         self.redactions.append((room_id, event_id))
         if self.dry_run:

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
+from mautrix.types import RoomID, UserID
 from mautrix.util.async_db import Database
 
 from bot.clock import FakeClock
@@ -53,11 +54,11 @@ from bot.service.withheld import WithheldNotices
 from tests.fakes.matrix import FakeEffects, FakeMatrix, new_event_id
 from tests.unit.test_config import VALID
 
-BOT = "@chaperone:clinic.test"
-ADMIN = "@admin:clinic.test"
-STAFF = "@therapist:clinic.test"
-PATIENT = "@patient:clinic.test"
-ROOM = "!care:clinic.test"
+BOT = UserID("@chaperone:clinic.test")
+ADMIN = UserID("@admin:clinic.test")
+STAFF = UserID("@therapist:clinic.test")
+PATIENT = UserID("@patient:clinic.test")
+ROOM = RoomID("!care:clinic.test")
 HMAC_KEY = "hmac-key-0123456789abcdef"  # VALID's audit.hmac_key
 # A Monday, 10:00 in America/New_York: inside the default contact hours (Mon-Fri 09-17).
 START = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
@@ -93,10 +94,10 @@ class ServiceBot:
 
     def message(
         self,
-        sender: str,
+        sender: UserID,
         body: str = "hello",
         *,
-        room_id: str = ROOM,
+        room_id: RoomID = ROOM,
         event_type: str = "m.room.message",
         content: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
@@ -110,12 +111,17 @@ class ServiceBot:
             "content": content if content is not None else {"msgtype": "m.text", "body": body},
         }
 
-    def encrypted(self, sender: str, body: str = "hello", **kw: Any) -> dict[str, Any]:
+    def encrypted(self, sender: UserID, body: str = "hello", **kw: Any) -> dict[str, Any]:
         """The same, encrypted: what decrypt() returns is the plain message."""
         return self.matrix.encrypted(self.message(sender, body, **kw))
 
     def member(
-        self, target: str, membership: str, *, prev: str | None = None, room_id: str = ROOM
+        self,
+        target: UserID,
+        membership: str,
+        *,
+        prev: str | None = None,
+        room_id: RoomID = ROOM,
     ) -> dict[str, Any]:
         event = self.message(target, room_id=room_id, event_type="m.room.member")
         event["content"] = {"membership": membership}
@@ -163,7 +169,7 @@ class ServiceBot:
         records = await self.db.fetch("SELECT * FROM outbox ORDER BY id")
         return [_parsed(r) for r in records if kind is None or r["kind"] == kind]
 
-    async def set_policy(self, field_name: str, value: str, room_id: str = ROOM) -> None:
+    async def set_policy(self, field_name: str, value: str, room_id: RoomID = ROOM) -> None:
         await self.policy.set(room_id, field_name, value, ADMIN)
 
 

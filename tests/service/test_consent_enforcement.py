@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from zoneinfo import ZoneInfo
 
+from mautrix.types import EventID
 from mautrix.util.async_db import Database
 
 from bot.db.audit import AuditLog
@@ -186,7 +187,7 @@ async def test_staff_messages_are_judged_by_the_patients_consent(bot: ServiceBot
     [redaction] = await bot.queued("redact")
     assert "has not given consent" in redaction["payload"]["reason"]
 
-    await bot.grants.agree(ROOM, PATIENT, "$agreed")
+    await bot.grants.agree(ROOM, PATIENT, EventID("$agreed"))
     allowed = bot.encrypted(STAFF, "see you at 3")
     admin_note = bot.encrypted(ADMIN, "noted")
     await bot.handle(allowed, admin_note)
@@ -210,7 +211,7 @@ async def test_outside_hours_over_the_limit_and_after_revoke_are_flagged(
     await bot.grants.agree(
         ROOM,
         PATIENT,
-        "$agree-night",
+        EventID("$agree-night"),
         hours=parse_hours("daily 20:00-06:00"),
         tz=NEW_YORK,
         max_per_day=1,
@@ -232,7 +233,7 @@ async def test_outside_hours_over_the_limit_and_after_revoke_are_flagged(
     await bot.grants.agree(
         ROOM,
         PATIENT,
-        "$agree-day",
+        EventID("$agree-day"),
         hours=parse_hours("daily 08:00-20:00"),
         tz=NEW_YORK,
         max_per_day=1,
@@ -240,7 +241,7 @@ async def test_outside_hours_over_the_limit_and_after_revoke_are_flagged(
     bot.clock.advance(60)
     allowed, over = bot.encrypted(STAFF, "see you at 3"), bot.encrypted(STAFF, "and the form")
     await bot.handle(allowed, over)
-    await bot.grants.revoke(ROOM, PATIENT, "$revoke")
+    await bot.grants.revoke(ROOM, PATIENT, EventID("$revoke"))
     after_revoke = bot.encrypted(STAFF, "one more thing")
     await bot.handle(after_revoke)
 

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from mautrix.types import EventID, RoomID, UserID
 
 from bot.commands import audit as audit_commands
 from bot.commands import consent as consent_commands
@@ -30,28 +31,28 @@ from bot.service.commands import CommandService
 from bot.service.observers import BatchOutcome
 from tests.unit.test_config import VALID
 
-ROOM = "!care:clinic.test"
-MANAGEMENT = "!management:clinic.test"
-PATIENT = "@patient:clinic.test"
-STAFF = "@therapist:clinic.test"
-ADMIN = "@admin:clinic.test"
+ROOM = RoomID("!care:clinic.test")
+MANAGEMENT = RoomID("!management:clinic.test")
+PATIENT = UserID("@patient:clinic.test")
+STAFF = UserID("@therapist:clinic.test")
+ADMIN = UserID("@admin:clinic.test")
 FREE_TEXT = "please call me"
 
 
 class Gateway:
-    async def is_encrypted(self, room_id: str) -> bool:
+    async def is_encrypted(self, room_id: RoomID) -> bool:
         return True
 
 
 class Access:
     ROLES = {PATIENT: Role.PATIENT, STAFF: Role.STAFF, ADMIN: Role.ADMIN}
 
-    async def role(self, room_id: str, user_id: str) -> Role:
+    async def role(self, room_id: RoomID, user_id: UserID) -> Role:
         return self.ROLES.get(user_id, Role.ANYONE)
 
 
 class Rooms:
-    async def is_managed(self, room_id: str) -> bool:
+    async def is_managed(self, room_id: RoomID) -> bool:
         return room_id == ROOM
 
 
@@ -108,15 +109,15 @@ class Harness:
     async def send(
         self,
         body: str,
-        sender: str = PATIENT,
+        sender: UserID = PATIENT,
         *,
-        room: str = ROOM,
+        room: RoomID = ROOM,
         msgtype: str = "m.text",
         encrypted: bool = True,
     ) -> list[Any] | None:
         fact = MessageFact(
             room_id=room,
-            event_id="$event",
+            event_id=EventID("$event"),
             sender=sender,
             ts=0,
             msgtype=msgtype,
@@ -187,7 +188,7 @@ def assert_one_line_without(reply: str, text: str) -> None:
     ],
 )
 async def test_not_a_valid_command_returns_none_and_the_reply_never_repeats_it(
-    body: str, sender: str
+    body: str, sender: UserID
 ) -> None:
     h = harness()
     assert await h.send(body, sender) is None
@@ -266,7 +267,7 @@ FREE = st.text(
     free=FREE,
 )
 async def test_no_error_reply_ever_repeats_the_text(
-    name: str, shape: str, sender: str, free: str
+    name: str, shape: str, sender: UserID, free: str
 ) -> None:
     """Whatever follows a command name, an error reply does not contain it. A marker around the
     text makes any echo visible (short texts may occur in the reply by chance)."""

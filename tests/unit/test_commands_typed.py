@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from mautrix.types import UserID
 
 from bot.commands import audit as audit_commands
 from bot.commands import consent as consent_commands
@@ -66,9 +67,9 @@ def test_handlers_read_named_typed_fields() -> None:
         field="consent", value="off"
     )
     assert typed("room new @p:x @s:x @t:x name=Care") == room_commands.RoomNewArgs(
-        patient="@p:x", staff=["@s:x", "@t:x"], name="Care"
+        patient=UserID("@p:x"), staff=[UserID("@s:x"), UserID("@t:x")], name="Care"
     )
-    assert typed("verify @u:x") == verify_commands.VerifyArgs(user="@u:x")
+    assert typed("verify @u:x") == verify_commands.VerifyArgs(user=UserID("@u:x"))
     agreed = typed("consent agree max_per_day=5 topics=billing")
     assert isinstance(agreed, consent_commands.ChoicesArgs)
     assert (agreed.max_per_day, agreed.topics, agreed.hours) == (5, ("billing",), None)

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
+from mautrix.types import UserID
 
 from bot.config import (
     SECRET_KEYS,
@@ -127,7 +128,7 @@ def test_defaults_apply_when_optional_keys_are_absent(tmp_path: Path) -> None:
 def test_config_is_frozen(tmp_path: Path) -> None:
     config = parse_config(copy.deepcopy(VALID), {}, tmp_path)
     with pytest.raises(AttributeError):
-        config.bot.user_id = "@other:clinic.test"  # type: ignore[misc]
+        config.bot.user_id = UserID("@other:clinic.test")  # type: ignore[misc]
 
 
 def test_example_file_fails_listing_its_placeholders() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from mautrix.types import RoomID, UserID
 
 from bot.policy.alert_rules import alert_line, alert_message
 from bot.policy.posture import (
@@ -162,7 +163,7 @@ def test_plan_fixes_by_power() -> None:
         ("@a:anything", (), False),  # not configured: nobody is external
     ],
 )
-def test_is_external(user: str, allowed: tuple[str, ...], external: bool) -> None:
+def test_is_external(user: UserID, allowed: tuple[str, ...], external: bool) -> None:
     assert is_external(user, allowed) is external
 
 
@@ -265,7 +266,8 @@ def test_after_state_event_judges_the_event_itself(
 
 # -- patient_power: a patient holding power over the room -------------------------------------
 
-THERAPIST, PATIENT, BOT = "@therapist:x", "@patient:x", "@bot:x"
+THERAPIST, PATIENT, BOT = UserID("@therapist:x"), UserID("@patient:x"), UserID("@bot:x")
+NURSE, CLINIC_BOT = UserID("@nurse:x"), UserID("@bot:clinic.org")
 V10_DM_LEVELS: dict[str, Any] = {
     "users": {THERAPIST: 100, PATIENT: 100},
     "users_default": 0,
@@ -346,7 +348,7 @@ def test_hostile_create_content_makes_no_creator() -> None:
     assert state.members == {PATIENT: "join"}
 
 
-def patient_findings(state: RoomState, patients: dict[str, Any]) -> list[Any]:
+def patient_findings(state: RoomState, patients: dict[UserID, Any]) -> list[Any]:
     return check_posture(
         state,
         require_encryption=False,
@@ -396,25 +398,25 @@ def test_no_patients_no_finding() -> None:
 @pytest.mark.parametrize("allowed", [(), ("clinic.org",)])
 def test_a_new_room_passes_every_check(version: str, allowed: tuple[str, ...]) -> None:
     plan = plan_new_room(
-        bot_user_id="@bot:clinic.org",
+        bot_user_id=CLINIC_BOT,
         patient=PATIENT,
         caller=THERAPIST,
-        staff=["@nurse:x", THERAPIST, PATIENT, "@bot:clinic.org"],
+        staff=[NURSE, THERAPIST, PATIENT, CLINIC_BOT],
         name="Sam",
         room_version=version,
         allowed_servers=allowed,
     )
-    assert plan.invite == (PATIENT, THERAPIST, "@nurse:x")
+    assert plan.invite == (PATIENT, THERAPIST, NURSE)
     users = plan.power_levels["users"]
     if version == "12":
-        assert users == {THERAPIST: 50, "@nurse:x": 50}  # the creator bot is never listed
+        assert users == {THERAPIST: 50, NURSE: 50}  # the creator bot is never listed
     else:
-        assert users == {THERAPIST: 50, "@nurse:x": 50, "@bot:clinic.org": 100}
+        assert users == {THERAPIST: 50, NURSE: 50, CLINIC_BOT: 100}
     events = [
         {
             "type": "m.room.create",
             "state_key": "",
-            "sender": "@bot:clinic.org",
+            "sender": CLINIC_BOT,
             "content": {"room_version": version},
         },
         {"type": "m.room.power_levels", "state_key": "", "content": plan.power_levels},
@@ -425,8 +427,8 @@ def test_a_new_room_passes_every_check(version: str, allowed: tuple[str, ...]) -
         ),
     ]
     state = RoomState.from_events(events)
-    holders = power_holders(state, exclude={"@bot:clinic.org"})
-    assert holders == {THERAPIST: 50, "@nurse:x": 50}  # staff moderate; the patient holds none
+    holders = power_holders(state, exclude={CLINIC_BOT})
+    assert holders == {THERAPIST: 50, NURSE: 50}  # staff moderate; the patient holds none
     findings = check_posture(
         state,
         require_encryption=True,
@@ -461,4 +463,4 @@ def test_room_names(name: str, ok: bool) -> None:
 
 
 def test_matrix_to_link() -> None:
-    assert matrix_to("!abc", "clinic.org") == "https://matrix.to/#/!abc?via=clinic.org"
+    assert matrix_to(RoomID("!abc"), "clinic.org") == "https://matrix.to/#/!abc?via=clinic.org"

@@ -7,6 +7,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from mautrix.types import RoomID, UserID
+
 from bot.commands import formatting as fmt
 from bot.commands.audit import tail_reply
 from bot.commands.builtin import help_reply
@@ -20,7 +22,9 @@ from bot.service.posture import PostureReport, report_lines
 from bot.service.room_new import CreatedRoom
 
 EVIL = '<script>alert("x")</script> & co'
-EVIL_USER = "@<script>&:x"
+EVIL_USER = UserID("@<script>&:x")
+THERAPIST = UserID("@t:x")
+ROOM_A = RoomID("!a:x")
 
 
 def no_raw_evil(html: str) -> None:
@@ -71,7 +75,7 @@ def test_posture_report_names_a_hostile_user_id_escaped() -> None:
     state = RoomState(power_levels={"users": {EVIL_USER: 100}}, members={EVIL_USER: "join"})
     finding = patient_power_finding(state, {EVIL_USER: 100})
     assert finding is not None
-    report = PostureReport("!room:x", [FixPlan(finding, False, 100, "use `room new`")], 0)
+    report = PostureReport(RoomID("!room:x"), [FixPlan(finding, False, 100, "use `room new`")], 0)
     reply = fmt.listing(report_lines(report))
     assert EVIL_USER in reply.text
     assert reply.html is not None
@@ -96,7 +100,7 @@ def record(seq: int, actor: str, subject: str | None, room: str | None) -> Audit
 
 def test_audit_tail_is_a_table() -> None:
     rows = [record(7, EVIL_USER, EVIL, "!a:x"), record(8, "@b:x", None, "!b:x")]
-    reply = tail_reply(rows, "!a:x")
+    reply = tail_reply(rows, ROOM_A)
     assert reply.text == (
         "Last 2 audit row(s) in !a:x:\n"
         f"#7 2026-11-29 09:30:00Z command.executed by {EVIL_USER} → {EVIL}\n"
@@ -112,15 +116,15 @@ def test_audit_tail_is_a_table() -> None:
     everywhere = tail_reply(rows, None)
     assert everywhere.html is not None and "<th>room</th>" in everywhere.html
     assert "<td>!b:x</td></tr>" in everywhere.html
-    assert tail_reply([], "!a:x") == Reply("No audit rows in !a:x yet.")
+    assert tail_reply([], ROOM_A) == Reply("No audit rows in !a:x yet.")
 
 
 def test_room_new_reply_has_pills_a_list_and_the_link() -> None:
     created = CreatedRoom(
-        room_id="!new",
+        room_id=RoomID("!new"),
         link="https://matrix.to/#/!new?via=x",
         patient=EVIL_USER,
-        staff=("@t:x",),
+        staff=(THERAPIST,),
         name=EVIL,
         room_version="12",
         encrypted_with_acl=True,
@@ -134,18 +138,20 @@ def test_room_new_reply_has_pills_a_list_and_the_link() -> None:
     assert '<a href="https://matrix.to/#/@&lt;script&gt;&amp;:x">' in reply.html
     assert '<a href="https://matrix.to/#/@t:x">@t:x</a> (staff)' in reply.html
     assert '<strong>Open it: <a href="https://matrix.to/#/!new?via=x">' in reply.html
-    dry = created_reply(CreatedRoom(None, None, "@p:x", ("@t:x",), None, "12", False))
+    dry = created_reply(CreatedRoom(None, None, UserID("@p:x"), (THERAPIST,), None, "12", False))
     assert dry.text == "🧪 dry-run: would create a room for @p:x; nothing was created."
 
 
 def test_pill_escapes_attribute_and_text() -> None:
-    assert fmt.pill('@a"b:x') == '<a href="https://matrix.to/#/@a&quot;b:x">@a&quot;b:x</a>'
+    assert (
+        fmt.pill(UserID('@a"b:x')) == '<a href="https://matrix.to/#/@a&quot;b:x">@a&quot;b:x</a>'
+    )
 
 
 def test_queued_notice_keeps_the_html_in_its_payload() -> None:
-    plain = queued_notice("!r", "text", cause="c")
+    plain = queued_notice(RoomID("!r"), "text", cause="c")
     assert "html" not in plain.payload
-    rich = queued_notice("!r", "text", cause="c", html="<p>text</p>")
+    rich = queued_notice(RoomID("!r"), "text", cause="c", html="<p>text</p>")
     assert rich.payload["html"] == "<p>text</p>" and rich.txn_id == plain.txn_id
 
 
@@ -166,6 +172,6 @@ async def test_the_outbox_sends_the_html_as_formatted_body() -> None:
         ({"text": "t", "mentions": []}, None),  # stored before html existed
         ({"text": "t", "mentions": [], "html": ["not", "text"]}, None),  # never trusted
     ]:
-        effect = WaitingEffect(room_id="!r", txn_id="x", kind="notice", payload=payload)
+        effect = WaitingEffect(room_id=RoomID("!r"), txn_id="x", kind="notice", payload=payload)
         assert await outbox._perform(effect) == "$sent"
         assert effects.calls[-1]["html"] == html

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import pytest
+from mautrix.types import UserID
 
 from bot.policy.posture import creators_outrank_power_levels
 from bot.policy.roles import Role, role_of, trust_meets
 
-ADMINS = {"@admin:x"}
-STAFF = {"@staff:x"}
+ADMINS = {UserID("@admin:x")}
+STAFF = {UserID("@staff:x")}
 
 
 @pytest.mark.parametrize(
@@ -26,7 +27,7 @@ STAFF = {"@staff:x"}
         ("@admin:x", 100, 50, Role.ADMIN),
     ],
 )
-def test_role_of(user: str, power: int, staff_power_level: int | None, expected: Role) -> None:
+def test_role_of(user: UserID, power: int, staff_power_level: int | None, expected: Role) -> None:
     got = role_of(
         user,
         admins=ADMINS,
@@ -38,7 +39,7 @@ def test_role_of(user: str, power: int, staff_power_level: int | None, expected:
 
 
 def test_role_of_defaults_ignore_power() -> None:
-    assert role_of("@x:x", admins=ADMINS, staff=STAFF) == Role.PATIENT
+    assert role_of(UserID("@x:x"), admins=ADMINS, staff=STAFF) == Role.PATIENT
 
 
 @pytest.mark.parametrize(
