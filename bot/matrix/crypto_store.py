@@ -15,6 +15,7 @@ from typing import Any, cast
 
 from mautrix.crypto import InboundGroupSession, PgCryptoStore
 from mautrix.types import (
+    CrossSigner,
     CrossSigningUsage,
     DeviceID,
     DeviceIdentity,
@@ -30,6 +31,9 @@ from mautrix.types import (
 from bot.batch_scope import forget, in_batch, keep, kept, once_per_batch, take
 
 _UNUSED = "unused"  # kept for a message index no event has claimed yet
+TRUST = "trust"
+"""Batch memo kind of a device's trust (bot.matrix.verification), forgotten with the keys and
+signatures it is judged from."""
 
 _INDICES_IN_USE = """
 SELECT m.sender_key, m.session_id, m."index", m.event_id, m.timestamp
@@ -76,6 +80,7 @@ class BatchCachingCryptoStore(PgCryptoStore):
 
     async def put_devices(self, user_id: UserID, devices: dict[DeviceID, DeviceIdentity]) -> None:
         forget("devices")
+        forget(TRUST)
         await super().put_devices(user_id, devices)
 
     async def get_cross_signing_keys(
@@ -179,4 +184,11 @@ class BatchCachingCryptoStore(PgCryptoStore):
         self, user_id: UserID, usage: CrossSigningUsage, key: SigningKey
     ) -> None:
         forget("cross-signing")
+        forget(TRUST)
         await super().put_cross_signing_key(user_id, usage, key)
+
+    async def put_signature(
+        self, target: CrossSigner, signer: CrossSigner, signature: str
+    ) -> None:
+        forget(TRUST)
+        await super().put_signature(target, signer, signature)

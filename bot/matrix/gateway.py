@@ -26,7 +26,6 @@ from mautrix.errors import (
 from mautrix.types import (
     JSON,
     DeviceID,
-    EncryptedEvent,
     EventType,
     Filter,
     FilterID,
@@ -50,6 +49,7 @@ from bot.db.identity import IdentityStore
 from bot.logging_setup import quiet_repeated_crypto_warnings
 from bot.matrix.crypto_store import BatchCachingCryptoStore, claimed_message_index
 from bot.matrix.facts import trust_name
+from bot.matrix.megolm import MegolmDecryptor
 from bot.matrix.ratelimit import PacedHTTPAPI, retry_rate_limited
 from bot.matrix.state_store import MemberListStateStore, synced_state
 from bot.mautrix_compat import QuietClient
@@ -137,6 +137,7 @@ class MatrixGateway:
         )
         self.identity = identity
         self.machine: OlmMachine | None = None
+        self.megolm: MegolmDecryptor | None = None
         self._filter_id: str | None = None
         self._tokens = TokenBox(config.encryption.pickle_key)
         self.withheld = WithheldKeys()
@@ -174,6 +175,7 @@ class MatrixGateway:
         await self.crypto_store.put_device_id(self.client.device_id)
         await machine.share_keys()
         self.machine = machine
+        self.megolm = MegolmDecryptor(machine)
         await self._cross_sign()
         self._filter_id = str(
             await self.client.create_filter(
@@ -367,19 +369,14 @@ class MatrixGateway:
 
         Raises SessionNotFound when the key has not arrived (yet), DecryptionError otherwise.
         """
-        assert self.machine is not None
+        assert self.megolm is not None
         try:
-            evt = EncryptedEvent.deserialize(cast(JSON, raw))
-            result = await self.machine.decrypt_megolm_event(evt)
+            plain, trust = await self.megolm.decrypt(raw)
         except (SessionNotFound, DecryptionError):
             raise
         except Exception as e:
-            # e.g. SerializerError, whose message quotes the decrypted content: never chain it.
+            # An exception's message may quote the decrypted content: never chain it.
             raise DecryptionError(f"undecodable event ({type(e).__name__})") from None
-        trust = (result.get("mautrix") or {}).get("trust_state")
-        plain = result.serialize()
-        plain.pop("mautrix", None)
-        plain["room_id"] = raw.get("room_id")
         return Decrypted(raw=plain, trust=trust_name(trust))
 
     async def read_message_indices_ahead(self, events: Iterable[dict[str, Any]]) -> None:

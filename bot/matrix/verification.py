@@ -25,6 +25,8 @@ from mautrix.types import (
 )
 from olm.sas import OlmSasError, Sas
 
+from bot.batch_scope import once_per_batch
+from bot.matrix.crypto_store import TRUST
 from bot.matrix.gateway import MatrixGateway
 from bot.policy.sas import CANCEL, MAC_V2, REQUEST, SAS_V1, TYPES, Inbound, Outgoing, SasFlow
 
@@ -229,32 +231,54 @@ class VerificationMatrix:
         original = machine.resolve_trust
         own_user = self.gateway.user_id
 
-        async def resolve_trust(device: DeviceIdentity, allow_fetch: bool = True) -> TrustState:
+        async def judged(device: DeviceIdentity, allow_fetch: bool) -> tuple[TrustState, bool]:
+            """mautrix's verdict, and whether our user-signing key signed the owner's master
+            key (asked only for a cross-signed device)."""
             state = await original(device, allow_fetch)
-            if state in (TrustState.VERIFIED, TrustState.BLACKLISTED):
-                return state
-            if (str(device.user_id), str(device.device_id), str(device.signing_key)) in (
-                verified_devices
-            ):
-                return TrustState.VERIFIED
             if state not in (TrustState.CROSS_SIGNED_TOFU, TrustState.CROSS_SIGNED_UNTRUSTED):
-                return state
+                return state, False
             private = machine._cross_signing_private_keys
             public = machine._cross_signing_public_keys
             usk = private.user_signing_key.public_key if private else None
             usk = usk or (public.user_signing_key if public else None)
             theirs = await machine.crypto_store.get_cross_signing_keys(device.user_id)
             master = theirs.get(CrossSigningUsage.MASTER)
-            if usk and master and device.user_id != own_user:
-                signed = await machine.crypto_store.is_key_signed_by(
-                    target=CrossSigner(device.user_id, master.key),
-                    signer=CrossSigner(own_user, SigningKey(usk)),
-                )
-                if signed:
-                    return TrustState.VERIFIED
-            return state
+            if not (usk and master and device.user_id != own_user):
+                return state, False
+            signed = await machine.crypto_store.is_key_signed_by(
+                target=CrossSigner(device.user_id, master.key),
+                signer=CrossSigner(own_user, SigningKey(usk)),
+            )
+            return state, signed
+
+        async def resolve_trust(device: DeviceIdentity, allow_fetch: bool = True) -> TrustState:
+            # Every message of a sender's device asks the same: judged once per batch (the
+            # crypto store forgets it when device keys, cross-signing keys or signatures
+            # change); a verification finished meanwhile counts at once.
+            key = trust_key(device, allow_fetch)
+            state, master_signed = await once_per_batch(key, lambda: judged(device, allow_fetch))
+            if state in (TrustState.VERIFIED, TrustState.BLACKLISTED):
+                return state
+            if (str(device.user_id), str(device.device_id), str(device.signing_key)) in (
+                verified_devices
+            ):
+                return TrustState.VERIFIED
+            return TrustState.VERIFIED if master_signed else state
 
         setattr(machine, "resolve_trust", resolve_trust)  # noqa: B010 - instance override
+
+
+def trust_key(device: DeviceIdentity, allow_fetch: bool) -> tuple[str, ...]:
+    """The batch memo key of a device's trust: everything the verdict reads from the device."""
+    return (
+        TRUST,
+        str(device.user_id),
+        str(device.device_id),
+        str(device.signing_key),
+        str(device.identity_key),
+        str(device.trust),
+        str(allow_fetch),
+    )
 
 
 __all__ = ["CANCEL", "OlmSasCrypto", "SignatureRefused", "VerificationMatrix"]
