@@ -11,8 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from mautrix.client.state_store.asyncpg import PgStateStore
-from mautrix.crypto.store.asyncpg import PgCryptoStore
 from mautrix.util.async_db import Connection, Database, UpgradeTable
 
 from .upgrade import upgrade_table as chaperone_upgrade_table
@@ -72,6 +70,11 @@ def _db_args(role: str, max_size: int) -> dict[str, Any]:
 
 
 def _upgrade_tables(main_pool_max: int) -> list[tuple[str, UpgradeTable, int]]:
+    # Imported here: the audit and archive commands open only the main database and start
+    # without mautrix's crypto and client modules (a third of a second of imports).
+    from mautrix.client.state_store.asyncpg import PgStateStore
+    from mautrix.crypto.store.asyncpg import PgCryptoStore
+
     return [
         ("main", chaperone_upgrade_table, main_pool_max),
         ("crypto", PgCryptoStore.upgrade_table, SIDE_POOL_MAX),
@@ -87,13 +90,27 @@ async def open_databases(
     With `owner_url` (`database.owner_url`) the migrations run through that role, which owns the
     tables, and `url`'s role is granted only what the bot needs (`apply_grants`).
     """
+    main, crypto, state = await _open(url, owner_url, _upgrade_tables(main_pool_max))
+    return Databases(main=main, crypto=crypto, state=state)
+
+
+async def open_main_database(url: str, *, owner_url: str | None = None) -> Database:
+    """Chaperone's own tables only (migrated as `open_databases` does), for the commands that
+    read or write the audit log and the archive and never touch Matrix."""
+    [main] = await _open(url, owner_url, [("main", chaperone_upgrade_table, SIDE_POOL_MAX)])
+    return main
+
+
+async def _open(
+    url: str, owner_url: str | None, tables: list[tuple[str, UpgradeTable, int]]
+) -> list[Database]:
     if owner_url:
         await migrate_as_owner(owner_url, await role_of(url))
     started: list[Database] = []
     lock_conn = await asyncpg.connect(url)
     try:
         await lock_conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_ID)
-        for role, table, max_size in _upgrade_tables(main_pool_max):
+        for role, table, max_size in tables:
             db = Database.create(
                 url,
                 # The runtime role may not create tables: the owner step migrated already.
@@ -110,8 +127,7 @@ async def open_databases(
     finally:
         # Closing the session releases the advisory lock even if unlocking was never reached.
         await lock_conn.close()
-    main, crypto, state = started
-    return Databases(main=main, crypto=crypto, state=state)
+    return started
 
 
 async def role_of(url: str) -> str:

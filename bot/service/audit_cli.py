@@ -14,7 +14,7 @@ from mautrix.util.async_db import Database
 from bot.config import Config
 from bot.db.audit import AuditFilter, AuditLog
 from bot.db.audit_format import csv_header, to_csv_row, to_jsonl
-from bot.db.database import EmbeddedPostgres, open_databases
+from bot.db.database import EmbeddedPostgres, open_main_database
 from bot.policy.audit_chain import AuditRecord
 from bot.service.audit_checkpoints import read_checkpoint_file
 from bot.service.audit_tools import StreamedExport, verify_and_record, verify_summary
@@ -69,11 +69,11 @@ async def main_database(config: Config) -> AsyncIterator[Database]:
         embedded = EmbeddedPostgres(Path(config.bot.data_dir))
         url = await embedded.astart()
         owner_url = embedded.owner_url
-    dbs = await open_databases(url, owner_url=owner_url or None)
+    main = await open_main_database(url, owner_url=owner_url or None)
     try:
-        yield dbs.main
+        yield main
     finally:
-        await dbs.close()
+        await main.stop()
         if embedded is not None:
             await embedded.astop()
 

@@ -9,12 +9,13 @@ for a need; a service asks for the smallest one that covers what it calls.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mautrix.types import EventID, RoomID, UserID
 
-from bot.matrix.effects import EffectResult
-from bot.matrix.gateway import Decrypted, SyncBatch
+if TYPE_CHECKING:  # types only: the archive commands use a port and start without Matrix
+    from bot.matrix.effects import EffectResult
+    from bot.matrix.gateway import Decrypted, SyncBatch
 
 
 class RoomReader(Protocol):
