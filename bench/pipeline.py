@@ -345,6 +345,10 @@ async def bench(args: argparse.Namespace, root: Path) -> None:
         f" steady {args.rate:g} msgs/s for {args.seconds:g} s"
     )
     report.notes.append(env_line())
+    report.notes.append(
+        "the bot is spawned with its bytecode compiled beforehand, as installed from a wheel"
+        " (bench/_common.py bot_env)"
+    )
     pg, server_url = await asyncio.to_thread(start_postgres, root / "pg")
     synapse = await start_synapse(root / "synapse")
     clients: list[E2EEClient] = []

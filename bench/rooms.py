@@ -76,6 +76,10 @@ async def bare_sync(base_url: str, token: str) -> float:
 async def bench(sizes: list[int], root: Path) -> None:
     report = Report(f"bench/rooms.py: first sync on a fresh database, {sizes} rooms")
     report.notes.append(env_line())
+    report.notes.append(
+        "the bot is spawned with its bytecode compiled beforehand, as installed from a wheel"
+        " (bench/_common.py bot_env)"
+    )
     pg, server_url = await asyncio.to_thread(start_postgres, root / "pg")
     synapse = await start_synapse(root / "synapse")
     results: list[tuple[int, float, float, float, float]] = []

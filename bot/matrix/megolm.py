@@ -106,8 +106,11 @@ class MegolmDecryptor:
         }
         # What mautrix cannot read stays unread (decryption.failed), as before: its parse of
         # a copy is the check (it changes what it reads); the dict itself is what we return.
+        copied = json.loads(plaintext)["content"]
+        if relates_to and "m.relates_to" not in copied:
+            copied["m.relates_to"] = copy.deepcopy(relates_to)
         try:
-            Event.deserialize(cast(JSON, copy.deepcopy(event)))
+            Event.deserialize(cast(JSON, {**event, "content": copied}))
         except Exception as e:
             raise DecryptionError(f"undecodable event ({type(e).__name__})") from None
         if isinstance(raw.get("unsigned"), dict):

@@ -217,6 +217,8 @@ class MemberListStateStore(PgCryptoStateStore):
         """Store a sync's room state in one transaction; returns the encrypted rooms whose
         outbound megolm session a member event invalidated (mautrix's olm machine rule)."""
         members = state.members
+        if not members and not state.rooms():
+            return []  # most incremental syncs: no transaction for nothing
         touched = sorted({m.room_id for m in members})
         async with AsyncExitStack() as locks:
             for room_id in touched:  # the same order everywhere: no waiting in a circle
