@@ -20,13 +20,12 @@ from bot.policy.audit_chain import (
     RECORD_FIELDS,
     AuditRecord,
     ChainVerifier,
-    Checkpoint,
     canonical_json,
     chain_hashes,
-    check_checkpoints,
     contains_float,
     derive_chain_key,
 )
+from bot.policy.audit_checkpoint import Checkpoint, check_checkpoints
 from bot.policy.storable import storable, storable_text
 
 # pg_advisory_xact_lock key serializing appenders: the chain's next seq and prev_hash are read

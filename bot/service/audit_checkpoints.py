@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bot.db.audit import AuditEntry, AuditLog
 from bot.db.unit_of_work import record_audit
-from bot.policy.audit_chain import Checkpoint, checkpoint_line, parse_checkpoint_line
+from bot.policy.audit_checkpoint import Checkpoint, checkpoint_line, parse_checkpoint_line
 
 log = logging.getLogger("chaperone.audit.checkpoints")
 

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 from bot.db.audit import AuditEntry, AuditFilter, AuditLog, VerifyResult
 from bot.db.audit_format import csv_header, to_csv_row, to_jsonl
 from bot.db.unit_of_work import record_audit
-from bot.policy.audit_chain import AuditRecord, Checkpoint, format_ts
+from bot.policy.audit_chain import AuditRecord, format_ts
+from bot.policy.audit_checkpoint import Checkpoint
 
 if TYPE_CHECKING:
     # A type only: `chaperone audit verify` and `export` then start without the Matrix layer.

@@ -12,12 +12,7 @@ import pytest
 from bot.config import parse_config
 from bot.db.audit import AuditEntry, AuditLog, VerifyResult
 from bot.db.database import history_risk, open_databases
-from bot.policy.audit_chain import (
-    GENESIS_HASH,
-    AuditRecord,
-    build_record,
-    derive_chain_key,
-)
+from bot.policy.audit_chain import GENESIS_HASH, AuditRecord, build_record, derive_chain_key
 from bot.service import audit_cli
 from bot.service.audit_checkpoints import AuditCheckpointer, read_checkpoint_file
 from tests.db.conftest import TEST_HMAC_KEY

@@ -11,7 +11,8 @@ import asyncpg
 import pytest
 
 from bot.db.audit import STREAM_PREFETCH, AuditEntry, AuditLog
-from bot.policy.audit_chain import GENESIS_HASH, Checkpoint, build_record, derive_chain_key
+from bot.policy.audit_chain import GENESIS_HASH, build_record, derive_chain_key
+from bot.policy.audit_checkpoint import Checkpoint
 from tests.db.conftest import TEST_HMAC_KEY
 
 ROWS = 1250  # chunks of seqs 1-500, 501-1000, 1001-1250

@@ -10,14 +10,13 @@ from hypothesis import strategies as st
 
 from bot.policy.audit_chain import (
     GENESIS_HASH,
-    Checkpoint,
     build_record,
     canonical_content,
-    check_checkpoints,
     derive_chain_key,
     first_broken,
     message_hmac,
 )
+from bot.policy.audit_checkpoint import Checkpoint, check_checkpoints
 from bot.policy.storable import storable, storable_text
 
 KEY = derive_chain_key("unit-test-hmac-key-0123456789")
