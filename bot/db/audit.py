@@ -15,6 +15,7 @@ import asyncpg
 import orjson
 from mautrix.util.async_db import Connection, Database
 
+from bot.mautrix_compat.connection import current_connection
 from bot.policy.audit_chain import (
     GENESIS_HASH,
     RECORD_FIELDS,
@@ -381,10 +382,6 @@ async def _reader(db: Database) -> AsyncIterator[Connection]:
     An async generator may be finalized in another context, where resetting mautrix's
     connection context variable (as `Database.acquire` does) would fail.
     """
-    # Imported here: the audit commands start without mautrix's client, which this module
-    # (the one home of mautrix internals) imports.
-    from bot.mautrix_compat import current_connection
-
     current = current_connection()
     if current is not None:
         yield current

@@ -270,7 +270,7 @@ async def transaction(db: Database) -> AsyncIterator[Connection]:
 
     mautrix keeps the acquired connection in a context variable, so e.g.
     `async with transaction(db): await audit.append(...); await sync_state.save(...)`
-    commits both or neither (`bot.mautrix_compat.current_connection` reads it;
+    commits both or neither (`bot.mautrix_compat.connection.current_connection` reads it;
     `tests/unit/test_mautrix_compat.py` checks `Database.acquire` still joins it).
     """
     conn: Connection

@@ -52,7 +52,7 @@ from bot.matrix.facts import trust_name
 from bot.matrix.megolm import MegolmDecryptor
 from bot.matrix.ratelimit import PacedHTTPAPI, retry_rate_limited
 from bot.matrix.state_store import MemberListStateStore, synced_state
-from bot.mautrix_compat import QuietClient
+from bot.mautrix_compat.client import QuietClient
 from bot.policy.posture import creators_outrank_power_levels
 from bot.policy.withheld import WithheldKeys
 

@@ -9,10 +9,8 @@ bookkeeping, the sender device's trust, the payload's room; mautrix still parses
 decrypted event, only to refuse what it cannot read, as before. Each failure raises the
 error class mautrix raises for it.
 
-Relies on two mautrix internals, for want of a public hook: `OlmMachine._ratchet_session`
-(the bookkeeping after each decryption) and the `InboundGroupSession` attributes
-`sender_key`, `signing_key` and `forwarding_chain` (tests/unit/test_megolm_decrypt.py checks
-them).
+The one mautrix internal it relies on, the ratchet bookkeeping after each decryption, is
+called through `bot.mautrix_compat.megolm` (guarded by tests/unit/test_mautrix_compat.py).
 """
 
 from __future__ import annotations
@@ -43,6 +41,8 @@ from mautrix.types import (
     UserID,
 )
 from olm.group_session import OlmGroupSessionError
+
+from bot.mautrix_compat.megolm import ratchet_after_decrypt
 
 MEGOLM = "m.megolm.v1.aes-sha2"
 
@@ -76,7 +76,7 @@ class MegolmDecryptor:
                 session.sender_key, SessionID(session_id), EventID(event_id), index, ts
             ):
                 raise DuplicateMessageIndex()
-            await machine._ratchet_session(session, index)
+            await ratchet_after_decrypt(machine, session, index)
         trust = await self._trust(session, UserID(sender), content.get("device_id"))
         try:
             payload = json.loads(plaintext)

@@ -1,4 +1,4 @@
-"""mautrix still works the way `bot/mautrix_compat.py` and `bot/matrix/ratelimit.py` rely on.
+"""mautrix still works the way `bot/mautrix_compat/` and `bot/matrix/ratelimit.py` rely on.
 
 A failure here after a mautrix (or aiohttp) upgrade means one of those relied-on behaviours
 changed: read the assertion's message, fix the override (or drop it if mautrix now offers a
@@ -19,13 +19,16 @@ import pytest
 from aiohttp import web
 from mautrix.api import HTTPAPI, Method
 from mautrix.client import Client
+from mautrix.crypto import InboundGroupSession, OlmMachine
 from mautrix.errors import MForbidden, MLimitExceeded
-from mautrix.types import JSON, UserID
+from mautrix.types import JSON, IdentityKey, RoomID, SigningKey, UserID
 from mautrix.util.async_db import Connection, Database
 from mautrix.util.async_db import database as mautrix_database
+from olm.group_session import OutboundGroupSession
 
 from bot.matrix.ratelimit import PacedHTTPAPI, RateLimited, paced_session
-from bot.mautrix_compat import QuietClient, current_connection
+from bot.mautrix_compat.client import QuietClient
+from bot.mautrix_compat.connection import current_connection
 
 SECRET = "patient-said-something-private"
 
@@ -39,7 +42,7 @@ UNREADABLE = {
     "content": {"msgtype": "m.text", "body": SECRET, "m.relates_to": "not an object"},
 }
 
-UPGRADE = "mautrix changed under bot/mautrix_compat.py:"
+UPGRADE = "mautrix changed under bot/mautrix_compat/:"
 
 
 # -- QuietClient: Client._try_deserialize -------------------------------------------------------
@@ -226,3 +229,21 @@ async def test_an_api_sharing_a_paced_session_is_paced_too(
             await api.request(Method.GET, "429")
     finally:
         await session.close()
+
+
+def test_the_megolm_bookkeeping_relied_on_is_still_there() -> None:
+    params = list(inspect.signature(OlmMachine._ratchet_session).parameters)
+    assert params == ["self", "sess", "index"], (
+        f"{UPGRADE} OlmMachine._ratchet_session, which mautrix_compat/megolm.py calls after "
+        f"each decryption (now {params})"
+    )
+    session = InboundGroupSession(
+        session_key=OutboundGroupSession().session_key,
+        signing_key=SigningKey("s"),
+        sender_key=IdentityKey("k"),
+        room_id=RoomID("!room:x"),
+    )
+    assert (session.sender_key, session.signing_key, session.forwarding_chain) == ("k", "s", []), (
+        f"{UPGRADE} InboundGroupSession's sender_key/signing_key/forwarding_chain, which "
+        "bot/matrix/megolm.py reads for the sender's trust"
+    )
