@@ -66,7 +66,15 @@ def _db_args(role: str, max_size: int) -> dict[str, Any]:
         # mautrix's default calls sys.exit(26) on an asyncpg InternalClientError, which a
         # Postgres outage can provoke; the bot retries with backoff instead of exiting.
         "meow_exit_on_ice": False,
+        "reset": _keep_session,
     }
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """A released pool connection keeps its session: asyncpg still rolls back a transaction
+    left open, and nothing else needs undoing (no session advisory locks, LISTEN, SET or
+    cursors outside a transaction on pool connections; the leader and migration locks have
+    connections of their own), so the reset query's round trip on each release is saved."""
 
 
 def _upgrade_tables(main_pool_max: int) -> list[tuple[str, UpgradeTable, int]]:
