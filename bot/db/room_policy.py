@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import replace
 from typing import Any
 
+from asyncpg import Record
 from mautrix.types import RoomID, UserID
 from mautrix.util.async_db import Database
 
@@ -29,6 +31,18 @@ class RoomPolicyRepo:
             f"SELECT {_SELECT} FROM room_policy WHERE room_id = $1",  # noqa: S608
             room_id,
         )
+        return self._with_defaults(row)
+
+    async def get_many(self, room_ids: Collection[RoomID]) -> dict[RoomID, RoomPolicy]:
+        """Each room's policy, in one query."""
+        rows = await self.db.fetch(
+            f"SELECT room_id, {_SELECT} FROM room_policy WHERE room_id = ANY($1::text[])",  # noqa: S608
+            list(room_ids),
+        )
+        found = {RoomID(row["room_id"]): row for row in rows}
+        return {room_id: self._with_defaults(found.get(room_id)) for room_id in room_ids}
+
+    def _with_defaults(self, row: Record | None) -> RoomPolicy:
         if row is None:
             return self.defaults
         overrides = {

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from mautrix.types import RoomID, UserID
 from mautrix.util.async_db import Database
 
-from bot.batch_scope import forget, once_per_batch
+from bot.batch_scope import forget, in_batch, keep, once_per_batch
 
 
 class RoomsRepo:
@@ -55,3 +57,15 @@ class RoomsRepo:
             return found
 
         return await once_per_batch(("managed", room_id), read)
+
+    async def read_ahead(self, room_ids: Collection[RoomID]) -> None:
+        """Whether each of a batch's rooms is managed, in one query, kept for the batch."""
+        if not in_batch() or not room_ids:
+            return
+        rows = await self.db.fetch(
+            "SELECT room_id FROM rooms WHERE room_id = ANY($1::text[]) AND left_at IS NULL",
+            list(room_ids),
+        )
+        managed = {row["room_id"] for row in rows}
+        for room_id in room_ids:
+            keep(("managed", room_id), room_id in managed)

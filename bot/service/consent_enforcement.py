@@ -5,7 +5,10 @@ and the notice to a patient who writes outside their contact hours."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from datetime import UTC, datetime
+
+from mautrix.types import RoomID
 
 from bot.db.audit import AuditEntry
 from bot.matrix.facts import MembershipFact, MessageFact
@@ -59,6 +62,9 @@ class ConsentObserver(Observer):
         self.metrics = metrics
         self.bot_user_id = consent.bot_user_id
         self.prefix = consent.prefix
+
+    async def read_ahead(self, room_ids: Collection[RoomID]) -> None:
+        await self.policy.read_ahead(room_ids)
 
     # -- arrivals ----------------------------------------------------------------------------
 

@@ -8,8 +8,11 @@ commit (bot.service.outbox), so a retried or replayed batch never repeats one.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
+
+from mautrix.types import RoomID
 
 from bot.db.audit import AuditEntry
 from bot.db.outbox import QueuedEffect
@@ -36,6 +39,10 @@ class BatchOutcome:
 
 class Observer:
     """Base with no-op hooks; a feature overrides the ones it needs."""
+
+    async def read_ahead(self, room_ids: Collection[RoomID]) -> None:
+        """Before a batch's events: read at once what the batch's rooms will need (kept in the
+        batch memo, `bot/batch_scope.py`), instead of a query per room as events come."""
 
     async def on_event(self, raw: dict[str, Any], outcome: BatchOutcome) -> None:
         """Every timeline event the bot sees (decrypted when it could be), state included."""

@@ -112,6 +112,10 @@ class EventPipeline:
         event_ids = [raw["event_id"] for raw, _ in steps if isinstance(raw.get("event_id"), str)]
         outcome = BatchOutcome(audited=await self.audit.audited(event_ids))
         await self.gateway.read_message_indices_ahead(raw for raw, _ in steps)
+        rooms = [RoomID(room_id) for room_id in dict.fromkeys([*batch.timelines, *batch.left])]
+        await self.rooms.read_ahead(rooms)
+        for observer in self.observers:
+            await observer.read_ahead(rooms)
         for raw, handle in steps:
             await self._isolated(raw, outcome, handle)
         try:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from functools import partial
 from typing import Any
 
 from mautrix.types import EventID, RoomID, UserID
 
-from bot.batch_scope import forget, once_per_batch
+from bot.batch_scope import forget, in_batch, keep, kept, once_per_batch
 from bot.config import Config
 from bot.db.audit import AuditEntry, AuditLog
 from bot.db.room_policy import RoomPolicyRepo
@@ -37,6 +38,15 @@ class PolicyService:
 
     async def get(self, room_id: RoomID) -> RoomPolicy:
         return await once_per_batch(("policy", room_id), lambda: self.repo.get(room_id))
+
+    async def read_ahead(self, room_ids: Collection[RoomID]) -> None:
+        """The policies of a batch's rooms in one query, kept for the batch (`get` then reads
+        them from the memo); those already kept are not read again."""
+        wanted = [room_id for room_id in room_ids if kept(("policy", room_id)) is None]
+        if not in_batch() or not wanted:
+            return
+        for room_id, policy in (await self.repo.get_many(wanted)).items():
+            keep(("policy", room_id), policy)
 
     def parse(self, field: str, text: str) -> Any:
         """Validate first: a bad value raises ValueError and nothing is recorded."""

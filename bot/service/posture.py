@@ -7,7 +7,7 @@ Also flags members who join from outside `roles.allowed_servers` (`disclosure.ex
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -145,6 +145,10 @@ class PostureService(Observer):
         return new_codes(previous or (), findings), [f.code for f in findings]
 
     # -- pipeline hooks ---------------------------------------------------------------------
+
+    async def read_ahead(self, room_ids: Collection[RoomID]) -> None:
+        await self.repo.read_ahead(room_ids)
+        await self.policy.read_ahead(room_ids)
 
     async def on_state(self, raw: dict[str, Any], outcome: BatchOutcome) -> None:
         event_type = raw.get("type")
