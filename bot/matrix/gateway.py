@@ -439,22 +439,21 @@ class MatrixGateway:
     async def is_encrypted(self, room_id: str) -> bool:
         return bool(await self.state_store.is_encrypted(RoomID(room_id)))
 
-    async def joined_members(self, room_id: str) -> list[str]:
+    async def joined_members(self, room_id: str) -> list[UserID]:
         """User IDs joined to the room now (the full member list is loaded first if needed).
         Within a batch the list is read once: the state store took the batch's membership
         changes before the batch is handled."""
 
-        async def read() -> list[str]:
+        async def read() -> list[UserID]:
             if not await self.state_store.has_full_member_list(RoomID(room_id)):
                 await self.load_state(room_id)
-            members = await self.state_store.get_members(RoomID(room_id), (Membership.JOIN,))
-            return [str(user_id) for user_id in members]
+            return list(await self.state_store.get_members(RoomID(room_id), (Membership.JOIN,)))
 
         return list(await once_per_batch(("members", room_id), read))
 
-    async def joined_rooms(self) -> list[str]:
+    async def joined_rooms(self) -> list[RoomID]:
         """The rooms the bot is joined to, as the homeserver has it now."""
-        return [str(room_id) for room_id in await self.client.get_joined_rooms()]
+        return list(await self.client.get_joined_rooms())
 
     async def room_state(self, room_id: str) -> list[dict[str, Any]]:
         """The room's current state events as raw dicts: from the initial sync being handled

@@ -86,8 +86,7 @@ class ConsentService:
     async def patients_in(self, room_id: RoomID) -> list[UserID]:
         """Joined members whose role in the room is patient (never the bot)."""
         patients = []
-        for member in await self.gateway.joined_members(room_id):
-            user_id = UserID(member)  # the port's members are plain strings
+        for user_id in await self.gateway.joined_members(room_id):
             if user_id == self.bot_user_id:
                 continue
             if await self.access.role(room_id, user_id) == Role.PATIENT:

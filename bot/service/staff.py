@@ -88,7 +88,7 @@ class StaffService:
         failed: dict[RoomID, str] = {}
         # The homeserver's list too: a room joined moments ago may not be recorded yet.
         managed = await self.rooms.managed()
-        joined = [RoomID(r) for r in await self.gateway.joined_rooms()]  # the port's are str
+        joined = await self.gateway.joined_rooms()
         for room_id in managed + [r for r in joined if r not in managed]:
             if await self.gateway.membership(room_id, user_id) not in REMOVABLE:
                 continue

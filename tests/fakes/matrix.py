@@ -204,7 +204,7 @@ class FakeMatrix:
         room = self._room(room_id)
         return room.power.get(user_id, room.users_default)
 
-    async def joined_members(self, room_id: RoomID) -> list[str]:
+    async def joined_members(self, room_id: RoomID) -> list[UserID]:
         room = self._room(room_id)
         return [user for user, membership in room.members.items() if membership == "join"]
 
@@ -214,7 +214,7 @@ class FakeMatrix:
     async def is_encrypted(self, room_id: RoomID) -> bool:
         return self._room(room_id).encrypted
 
-    async def joined_rooms(self) -> list[str]:
+    async def joined_rooms(self) -> list[RoomID]:
         return [r.room_id for r in self.rooms.values() if r.members.get(self._user_id) == "join"]
 
     async def membership(self, room_id: RoomID, user_id: UserID) -> str:
