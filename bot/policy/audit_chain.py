@@ -92,6 +92,31 @@ def _fast_canonical_json(value: Any) -> bytes | None:
         return None
 
 
+def _content(
+    seq: int,
+    ts_text: str,
+    actor: str,
+    action: str,
+    room_id: str | None,
+    event_id: str | None,
+    subject: str | None,
+    details: Mapping[str, Any],
+    prev_hash: str,
+) -> dict[str, Any]:
+    """The fields a row's hash covers, by name: the one definition of the canonical row."""
+    return {
+        "seq": seq,
+        "ts": ts_text,
+        "actor": actor,
+        "action": action,
+        "room_id": room_id,
+        "event_id": event_id,
+        "subject": subject,
+        "details": details,
+        "prev_hash": prev_hash,
+    }
+
+
 def canonical_content(
     seq: int,
     ts: datetime,
@@ -107,17 +132,9 @@ def canonical_content(
 ) -> bytes:
     """The bytes a row's hash covers: its fields as canonical JSON, UTF-8. With `fast`,
     possibly another encoding of the same fields (see _fast_canonical_json)."""
-    content = {
-        "seq": seq,
-        "ts": format_ts(ts),
-        "actor": actor,
-        "action": action,
-        "room_id": room_id,
-        "event_id": event_id,
-        "subject": subject,
-        "details": details,
-        "prev_hash": prev_hash,
-    }
+    content = _content(
+        seq, format_ts(ts), actor, action, room_id, event_id, subject, details, prev_hash
+    )
     encoded = _fast_canonical_json(content) if fast else None
     return encoded if encoded is not None else canonical_json(content).encode("utf-8")
 
@@ -236,17 +253,9 @@ def chain_hashes(
     mac = _hasher(key)
     hashes = []
     for seq, (actor, action, room_id, event_id, subject, details) in enumerate(rows, first_seq):
-        content = {
-            "seq": seq,
-            "ts": ts_text,
-            "actor": actor,
-            "action": action,
-            "room_id": room_id,
-            "event_id": event_id,
-            "subject": subject,
-            "details": details,
-            "prev_hash": prev_hash,
-        }
+        content = _content(
+            seq, ts_text, actor, action, room_id, event_id, subject, details, prev_hash
+        )
         # The fast encoding is the exact one whenever no float is involved (a property test
         # keeps it so); integers it refuses fall back by themselves.
         encoded = None if contains_float(details) else _fast_canonical_json(content)
